@@ -1,0 +1,142 @@
+"""The ``dpgen`` command: run, check, status, init_bulk."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dpgen_ng import __version__
+from dpgen_ng.errors import StageError, UserError
+from dpgen_ng.io import read_config_file
+from dpgen_ng.log import quiet_dpdispatcher, setup_logging
+
+WORKDIR = click.option("-w", "--workdir", type=click.Path(file_okay=False, path_type=Path),
+                       default=Path("."), show_default=True,
+                       help="Work directory (relative paths in PARAM are taken from here).")
+VERBOSE = click.option("-v", "--verbose", is_flag=True, help="Debug output on the console.")
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """User mistakes → one line on stderr, exit 2. A stage that cannot complete → exit 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            click.echo(f"error: {exc.line()}", err=True)
+            sys.exit(2)
+        except StageError as exc:
+            click.echo(f"error: {exc}", err=True)
+            click.echo("state is kept: fix the cause and run the same command again to resume.", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dpgen (dpgen_ng)")
+def main() -> None:
+    """dpgen_ng: concurrent learning of DeePMD potentials (DP-GEN compatible inputs)."""
+
+
+@main.command("run")
+@click.argument("param", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("machine", type=click.Path(dir_okay=False, path_type=Path))
+@WORKDIR
+@VERBOSE
+@handle_errors
+def run_cmd(param: Path, machine: Path, workdir: Path, verbose: bool) -> None:
+    """Run (or resume) the train → explore → label loop of PARAM on MACHINE.
+
+    Progress is appended to record.dpgen in the work dir; running the same command again
+    continues where it stopped, without redoing finished tasks.
+    """
+    from dpgen_ng.config.machine import load_machine
+    from dpgen_ng.config.param import load_run_params
+    from dpgen_ng.loop import run_loop
+    from dpgen_ng.status import collect_status, format_status
+
+    quiet_dpdispatcher()
+    params = load_run_params(param)
+    machines = load_machine(machine)
+    setup_logging(workdir, verbose)
+    reason = run_loop(workdir, params, machines)
+    click.echo(format_status(collect_status(workdir)))
+    if not reason.startswith("finished"):
+        sys.exit(1)
+
+
+@main.command("check")
+@click.argument("param", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("machine", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@WORKDIR
+@handle_errors
+def check_cmd(param: Path, machine: Path | None, workdir: Path) -> None:
+    """Validate PARAM (a run param.json or an init.json) and MACHINE; print the effective
+    settings as JSON. Writes nothing."""
+    from dpgen_ng.config.init import load_init_params
+    from dpgen_ng.config.machine import STAGES, load_machine
+    from dpgen_ng.config.param import load_run_params
+
+    quiet_dpdispatcher()
+    raw = read_config_file(param)
+    is_init = "stages" in raw and "model_devi_jobs" not in raw
+    if is_init:
+        settings = load_init_params(param, workdir).effective()
+    else:
+        settings = load_run_params(param).effective()
+    out: dict[str, Any] = {"param": settings}
+    if machine is not None:
+        out["machine"] = load_machine(machine, ("fp",) if is_init else STAGES).as_json()
+    click.echo(json.dumps(out, indent=2, default=str))
+    click.echo(f"ok: {param}" + (f" and {machine}" if machine else "") + " are valid", err=True)
+
+
+@main.command("status")
+@click.argument("workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+                required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def status_cmd(workdir: Path, as_json: bool) -> None:
+    """Per iteration: step reached, accurate / candidate / failed counts per system, labels
+    added, and why the run stopped."""
+    from dpgen_ng.status import collect_status, format_status
+
+    if not (workdir / "record.dpgen").exists() and not (workdir / ".dpgen").exists():
+        raise UserError("no dpgen run here (no record.dpgen)", str(workdir), "a work dir of `dpgen run`")
+    status = collect_status(workdir)
+    click.echo(json.dumps(status, indent=2) if as_json else format_status(status))
+
+
+@main.command("init_bulk")
+@click.argument("param", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("machine", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@WORKDIR
+@VERBOSE
+@handle_errors
+def init_bulk_cmd(param: Path, machine: Path | None, workdir: Path, verbose: bool) -> None:
+    """Initial training data from a POSCAR: supercell, scale, perturb, label, collect.
+
+    Without MACHINE the inputs are prepared but nothing is run (as in DP-GEN).
+    """
+    from dpgen_ng.config.init import load_init_params
+    from dpgen_ng.config.machine import load_machine
+    from dpgen_ng.initbulk.bulk import init_bulk
+
+    quiet_dpdispatcher()
+    params = load_init_params(param, workdir)
+    machines = load_machine(machine, required=("fp",)) if machine else None
+    setup_logging(workdir, verbose)
+    report = init_bulk(params, workdir, machines)
+    click.echo(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

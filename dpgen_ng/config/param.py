@@ -1,0 +1,459 @@
+"""DP-GEN's ``param.json`` vocabulary for ``dpgen run``, read strictly into typed settings."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dpgen_ng.config.fields import (
+    Field,
+    as_bool,
+    as_dict,
+    as_float,
+    as_int,
+    as_str,
+    batch_size,
+    either,
+    in_range,
+    list_of,
+    one_of,
+    parse_section,
+    positive,
+    str_or_list_of_str,
+)
+from dpgen_ng.errors import UserError
+from dpgen_ng.explore.lammps import ENSEMBLES
+from dpgen_ng.fp import labeler_class, labeler_keys, labeler_names
+from dpgen_ng.io import read_config_file
+
+# DP-GEN keys that we recognise but do not implement yet: never silently ignored.
+UNSUPPORTED: dict[str, str] = {
+    **{
+        k: "remove it; training from earlier models comes in a later release"
+        for k in (
+            "training_iter0_model_path",
+            "training_init_model",
+            "training_init_frozen_model",
+            "training_finetune_model",
+            "training_reuse_iter",
+            "training_reuse_old_ratio",
+            "training_reuse_numb_steps",
+            "training_reuse_stop_batch",
+            "training_reuse_start_lr",
+            "training_reuse_start_pref_e",
+            "training_reuse_start_pref_f",
+            "training_reuse_decay_steps",
+        )
+    },
+    **{
+        k: "remove it; this exploration option comes in a later release"
+        for k in (
+            "model_devi_nopbc",
+            "model_devi_plumed",
+            "model_devi_plumed_path",
+            "model_devi_adapt_trust_lo",
+            "model_devi_numb_candi_f",
+            "model_devi_numb_candi_v",
+            "model_devi_perc_candi_f",
+            "model_devi_perc_candi_v",
+            "model_devi_f_avg_relative",
+            "model_devi_neidelay",
+            "model_devi_activation_func",
+            "model_devi_e_trust_lo",
+            "model_devi_e_trust_hi",
+            "use_clusters",
+            "cluster_cutoff",
+            "cluster_minify",
+            "shuffle_poscar",
+            "use_relative",
+            "epsilon",
+            "use_relative_v",
+            "epsilon_v",
+            "nopbc",
+            "use_ele_temp",
+            "ele_temp",
+            "multi_systems",
+            "init_multi_systems",
+        )
+    },
+    **{
+        k: "remove it; this training option comes in a later release"
+        for k in ("srtab_file_path", "one_h5", "dp_compress", "dp_train_skip_neighbor_stat")
+    },
+    **{
+        k: "remove it; this selection option comes in a later release"
+        for k in ("fp_cluster_vacuum", "fp_skip_bad_box", "detailed_report_make_fp")
+    },
+    "model_devi_merge_traj": "remove it; dpgen_ng always writes one trajectory file per task",
+    **{
+        k: "fp_style 'vasp' is not supported yet; use 'xtb' or 'cp2k'"
+        for k in ("fp_incar", "fp_pp_path", "fp_pp_files", "fp_aniso_kspacing", "cvasp")
+    },
+    "fp_nbands_esti_data": "remove it; electronic temperature is not supported yet",
+}
+
+JOB_UNSUPPORTED = {
+    "template": "LAMMPS template jobs (template/rev_mat) are not supported yet",
+    "rev_mat": "LAMMPS template jobs (template/rev_mat) are not supported yet",
+    "sys_rev_mat": "LAMMPS template jobs (template/rev_mat) are not supported yet",
+    "pka_e": "PKA kicks are not supported yet",
+    "nbeads": "path-integral MD is not supported yet",
+    "neidelay": "remove it; not supported yet",
+    "s_t": "skip-training flags are not supported yet",
+    "sk_tr": "skip-training flags are not supported yet",
+    "skip_train": "skip-training flags are not supported yet",
+    "skip_training": "skip-training flags are not supported yet",
+    "model_devi_v_trust_lo": "per-job virial trust levels are not supported yet",
+    "model_devi_v_trust_hi": "per-job virial trust levels are not supported yet",
+}
+
+DPGEN_FP_STYLES = {"vasp", "pwscf", "gaussian", "siesta", "abacus", "amber/diff", "pwmat", "cpx",
+                   "custom"}
+
+
+@dataclass(frozen=True)
+class TrustLevel:
+    """A trust level: one value, a list indexed by sys_configs index, or a dict keyed by it."""
+
+    default: float | None
+    per_system: dict[int, float] = field(default_factory=dict)
+
+    def for_system(self, sys_idx: int) -> float | None:
+        return self.per_system.get(sys_idx, self.default)
+
+    def as_json(self) -> Any:
+        if not self.per_system:
+            return self.default
+        return {str(k): v for k, v in sorted(self.per_system.items())}
+
+
+def parse_trust(value: Any, where: str) -> TrustLevel:
+    if value is None:
+        return TrustLevel(None)
+    if isinstance(value, (list, tuple)):
+        vals = [positive(as_float, strict=False)(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return TrustLevel(None, dict(enumerate(vals)))
+    if isinstance(value, dict):
+        per = {}
+        for k, v in value.items():
+            if not str(k).isdigit():
+                raise UserError(f"key {k!r}", where, "system indices as keys (e.g. \"0\")")
+            per[int(k)] = positive(as_float, strict=False)(v, f"{where}.{k}")
+        return TrustLevel(None, per)
+    return TrustLevel(positive(as_float, strict=False)(value, where))
+
+
+@dataclass(frozen=True)
+class ExploreJob:
+    """One entry of ``model_devi_jobs``: MD runs of every conf of ``sys_idx`` at each T × P."""
+
+    sys_idx: tuple[int, ...]
+    temps: tuple[float, ...]
+    press: tuple[float, ...]
+    trj_freq: int
+    nsteps: int
+    ensemble: str
+    dt: float | None = None
+    taut: float | None = None
+    taup: float | None = None
+    f_trust_lo: TrustLevel | None = None
+    f_trust_hi: TrustLevel | None = None
+
+
+_JOB_FIELDS = {
+    "sys_idx": Field(list_of(in_range(as_int, 0, 10**6), min_len=1), doc="list of sys_configs indices"),
+    "temps": Field(list_of(positive(as_float), min_len=1), aliases=("Ts",), doc="list of temperatures (K)"),
+    "press": Field(list_of(as_float), default=list, aliases=("Ps",), doc="list of pressures (bar)"),
+    "trj_freq": Field(positive(as_int), aliases=("t_freq", "traj_freq"), doc="dump/deviation interval in steps"),
+    "nsteps": Field(positive(as_int), doc="number of MD steps"),
+    "ensemble": Field(one_of(*ENSEMBLES), aliases=("ens",), doc="one of " + ", ".join(ENSEMBLES)),
+    "dt": Field(either(positive(as_float), lambda v, w: None if v is None else as_float(v, w),
+                       expected="a positive time step (ps)"), default=None),
+    "taut": Field(positive(as_float), default=None),
+    "taup": Field(positive(as_float), default=None),
+    "model_devi_f_trust_lo": Field(parse_trust, default=None),
+    "model_devi_f_trust_hi": Field(parse_trust, default=None),
+}
+
+
+def _parse_job(value: Any, where: str) -> ExploreJob:
+    d = parse_section(value, _JOB_FIELDS, where, JOB_UNSUPPORTED)
+    ens = ENSEMBLES[d["ensemble"]]
+    if ens.needs_press and not d["press"]:
+        raise UserError(f"ensemble '{d['ensemble']}' needs pressures", f"{where}.press",
+                        "a non-empty list of pressures (bar)")
+    if not ens.needs_press and d["press"]:
+        raise UserError(f"ensemble '{d['ensemble']}' takes no pressure", f"{where}.press",
+                        "remove 'press' or use an npt ensemble")
+    if len(set(d["sys_idx"])) != len(d["sys_idx"]):
+        raise UserError("repeated system index", f"{where}.sys_idx", "unique indices")
+    return ExploreJob(
+        sys_idx=tuple(d["sys_idx"]),
+        temps=tuple(d["temps"]),
+        press=tuple(d["press"]) if d["press"] else (),
+        trj_freq=d["trj_freq"],
+        nsteps=d["nsteps"],
+        ensemble=d["ensemble"],
+        dt=d["dt"],
+        taut=d["taut"],
+        taup=d["taup"],
+        f_trust_lo=d["model_devi_f_trust_lo"],
+        f_trust_hi=d["model_devi_f_trust_hi"],
+    )
+
+
+def _mass_map(value: Any, where: str) -> list[float] | str:
+    if value == "auto":
+        return "auto"
+    return list_of(positive(as_float), min_len=1)(value, where)
+
+
+def _sys_configs(value: Any, where: str) -> list[list[str]]:
+    return list_of(str_or_list_of_str, min_len=1)(value, where)
+
+
+def _batch_list(value: Any, where: str) -> list[int | str] | str:
+    if isinstance(value, str):
+        return batch_size(value, where)
+    return list_of(batch_size)(value, where)
+
+
+def _training_param(value: Any, where: str) -> dict[str, Any]:
+    d = as_dict(value, where)
+    for k in ("model", "training"):
+        if not isinstance(d.get(k), dict):
+            raise UserError(f"missing '{k}' section", where, "a DeePMD-kit input with 'model' and 'training'")
+    return copy.deepcopy(d)
+
+
+_FIELDS: dict[str, Field] = {
+    "type_map": Field(list_of(as_str, min_len=1), doc="element names, e.g. [\"H\", \"C\"]"),
+    "mass_map": Field(_mass_map, default="auto"),
+    "init_data_prefix": Field(as_str, default=""),
+    "init_data_sys": Field(list_of(as_str, min_len=1), doc="list of deepmd/npy dirs with initial data"),
+    "init_batch_size": Field(_batch_list, default="auto"),
+    "sys_configs_prefix": Field(as_str, default=""),
+    "sys_configs": Field(_sys_configs, doc="list of lists of globs of configurations"),
+    "sys_batch_size": Field(_batch_list, default="auto"),
+    "sys_format": Field(as_str, default="vasp/poscar"),
+    "numb_models": Field(in_range(as_int, 2, 64), default=4),
+    "default_training_param": Field(_training_param, doc="a DeePMD-kit input.json"),
+    "train_backend": Field(one_of("tensorflow"), default="tensorflow"),
+    "mlp_engine": Field(one_of("dp"), default="dp"),
+    "model_devi_engine": Field(one_of("lammps"), default="lammps"),
+    "model_devi_dt": Field(positive(as_float), doc="MD time step in ps"),
+    "model_devi_skip": Field(positive(as_int, strict=False), default=0),
+    "model_devi_f_trust_lo": Field(parse_trust, doc="lower force trust level (eV/Å)"),
+    "model_devi_f_trust_hi": Field(parse_trust, doc="upper force trust level (eV/Å)"),
+    "model_devi_v_trust_lo": Field(parse_trust, default=lambda: TrustLevel(None)),
+    "model_devi_v_trust_hi": Field(parse_trust, default=lambda: TrustLevel(None)),
+    "model_devi_clean_traj": Field(either(as_bool, positive(as_int, strict=False),
+                                          expected="true/false or an integer"), default=True),
+    "model_devi_taut": Field(positive(as_float), default=0.1),
+    "model_devi_taup": Field(positive(as_float), default=0.5),
+    "model_devi_jobs": Field(list_of(_parse_job, min_len=1), doc="list of exploration jobs"),
+    "fp_style": Field(as_str, doc="labeler name: " + ", ".join(labeler_names())),
+    "fp_task_max": Field(positive(as_int, strict=False), doc="max candidates labeled per system"),
+    "fp_task_min": Field(positive(as_int, strict=False), default=0),
+    "fp_accurate_threshold": Field(in_range(as_float, 0.0, 1.0), default=1.0),
+    "fp_accurate_soft_threshold": Field(in_range(as_float, 0.0, 1.0), default=None),
+    "ratio_failed": Field(in_range(as_float, 0.0, 1.0), default=0.05),
+    "seed": Field(positive(as_int, strict=False), default=1),
+}
+
+
+@dataclass(frozen=True)
+class RunParams:
+    type_map: tuple[str, ...]
+    mass_map: tuple[float, ...]
+    init_data_prefix: str
+    init_data_sys: tuple[str, ...]
+    init_batch_size: Any
+    sys_configs_prefix: str
+    sys_configs: tuple[tuple[str, ...], ...]
+    sys_batch_size: Any
+    sys_format: str
+    numb_models: int
+    default_training_param: dict[str, Any]
+    model_devi_dt: float
+    model_devi_skip: int
+    f_trust_lo: TrustLevel
+    f_trust_hi: TrustLevel
+    v_trust_lo: TrustLevel
+    v_trust_hi: TrustLevel
+    model_devi_clean_traj: bool | int
+    model_devi_taut: float
+    model_devi_taup: float
+    model_devi_jobs: tuple[ExploreJob, ...]
+    fp_style: str
+    fp_settings: Any
+    fp_task_max: int
+    fp_task_min: int
+    fp_accurate_threshold: float
+    fp_accurate_soft_threshold: float
+    ratio_failed: float
+    seed: int
+
+    def training_param(self) -> dict[str, Any]:
+        """A fresh deep copy of ``default_training_param`` (the settings are never mutated)."""
+        return copy.deepcopy(self.default_training_param)
+
+    def trust(self, job: ExploreJob, sys_idx: int) -> tuple[float, float, float | None, float | None]:
+        f_lo = (job.f_trust_lo or self.f_trust_lo).for_system(sys_idx)
+        f_hi = (job.f_trust_hi or self.f_trust_hi).for_system(sys_idx)
+        if f_lo is None:
+            f_lo = self.f_trust_lo.for_system(sys_idx)
+        if f_hi is None:
+            f_hi = self.f_trust_hi.for_system(sys_idx)
+        assert f_lo is not None and f_hi is not None  # checked at load time
+        return f_lo, f_hi, self.v_trust_lo.for_system(sys_idx), self.v_trust_hi.for_system(sys_idx)
+
+    def effective(self) -> dict[str, Any]:
+        """The effective settings as plain JSON (for ``dpgen check``)."""
+        out: dict[str, Any] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if isinstance(value, TrustLevel):
+                value = value.as_json()
+            elif name == "model_devi_jobs":
+                value = [job_json(job) for job in value]
+            elif name == "fp_settings":
+                value = value.as_json()
+            out[name] = value
+        return out
+
+
+def job_json(job: ExploreJob) -> dict[str, Any]:
+    """One exploration job as plain JSON (unset optional keys left out)."""
+    return {k: (v.as_json() if isinstance(v, TrustLevel) else v)
+            for k, v in job.__dict__.items() if v is not None and v != ()}
+
+
+def _check_trust(p: dict[str, Any], nsys: int) -> None:
+    for kind in ("f", "v"):
+        lo, hi = p[f"model_devi_{kind}_trust_lo"], p[f"model_devi_{kind}_trust_hi"]
+        for tl, key in ((lo, f"model_devi_{kind}_trust_lo"), (hi, f"model_devi_{kind}_trust_hi")):
+            if tl.per_system and tl.default is None and kind == "f":
+                missing = [i for i in range(nsys) if i not in tl.per_system]
+                if missing:
+                    raise UserError(f"no value for system {missing[0]}", key,
+                                    f"one value per sys_configs entry ({nsys})")
+        for i in range(nsys):
+            a, b = lo.for_system(i), hi.for_system(i)
+            if (a is None) != (b is None):
+                raise UserError(f"only one of the {kind} trust levels is set for system {i}",
+                                f"model_devi_{kind}_trust_lo/hi", "set both or neither")
+            if a is not None and b is not None and not a < b:
+                raise UserError(f"trust_lo {a} is not below trust_hi {b} for system {i}",
+                                f"model_devi_{kind}_trust_lo", "lo < hi")
+
+
+def _fp_settings(raw: dict[str, Any], style: str) -> tuple[Any, set[str]]:
+    """Parse the labeler's own keys; return its settings and the keys it consumed."""
+    if style not in labeler_names():
+        if style in DPGEN_FP_STYLES:
+            raise UserError(f"fp_style '{style}' is not supported yet", "fp_style",
+                            "one of " + ", ".join(labeler_names()))
+        raise UserError(f"unknown fp_style '{style}'", "fp_style",
+                        "one of " + ", ".join(labeler_names()))
+    cls = labeler_class(style)
+    own = {k: raw[k] for k in cls.KEYS if k in raw}
+    return cls.parse_settings(own, ""), set(cls.KEYS)
+
+
+def parse_run_params(raw: dict[str, Any]) -> RunParams:
+    """Validate a param.json mapping. Raises :class:`UserError` on the first problem."""
+    fp_style = raw.get("fp_style")
+    own_fp_keys: set[str] = set()
+    if isinstance(fp_style, str):
+        fp_settings, own_fp_keys = _fp_settings(raw, fp_style)
+    foreign = {
+        k: f"it belongs to fp_style '{style}', not '{fp_style}'"
+        for style, keys in labeler_keys().items()
+        for k in keys
+        if k not in own_fp_keys
+    }
+    base = {k: v for k, v in raw.items() if k not in own_fp_keys}
+    p = parse_section(base, _FIELDS, "", UNSUPPORTED, foreign)
+    if not isinstance(fp_style, str):  # parse_section has reported a missing key or wrong type
+        raise UserError("fp_style must be a string", "fp_style")
+
+    ntypes = len(p["type_map"])
+    if len(set(p["type_map"])) != ntypes:
+        raise UserError("repeated element", "type_map", "unique element names")
+    if p["mass_map"] == "auto":
+        from ase.data import atomic_masses, atomic_numbers
+
+        unknown = [el for el in p["type_map"] if el not in atomic_numbers]
+        if unknown:
+            raise UserError(f"no element named {unknown[0]!r} for mass_map 'auto'", "type_map",
+                            "chemical symbols, or give mass_map explicitly")
+        p["mass_map"] = [float(atomic_masses[atomic_numbers[el]]) for el in p["type_map"]]
+    if len(p["mass_map"]) != ntypes:
+        raise UserError(f"{len(p['mass_map'])} masses for {ntypes} types", "mass_map",
+                        "one mass per type_map entry")
+    nsys = len(p["sys_configs"])
+    for key, n in (("init_batch_size", len(p["init_data_sys"])), ("sys_batch_size", nsys)):
+        if isinstance(p[key], list) and len(p[key]) < n:
+            raise UserError(f"{len(p[key])} values for {n} systems", key,
+                            "one batch size per system, or a single 'auto'")
+    for j, job in enumerate(p["model_devi_jobs"]):
+        for s in job.sys_idx:
+            if s >= nsys:
+                raise UserError(f"system index {s} out of range", f"model_devi_jobs[{j}].sys_idx",
+                                f"an index below {nsys} (the length of sys_configs)")
+    _check_trust(p, nsys)
+    soft = p["fp_accurate_soft_threshold"]
+    if soft is None:
+        soft = p["fp_accurate_threshold"]
+    if soft > p["fp_accurate_threshold"]:
+        raise UserError("soft threshold above the hard one", "fp_accurate_soft_threshold",
+                        f"a value ≤ fp_accurate_threshold ({p['fp_accurate_threshold']})")
+    tparam = p["default_training_param"]
+    tmap = tparam["model"].get("type_map")
+    if tmap is not None and list(tmap) != list(p["type_map"]):
+        raise UserError(f"type_map {tmap} differs from the top-level type_map {p['type_map']}",
+                        "default_training_param.model.type_map", "the same list, or leave it out")
+
+    return RunParams(
+        type_map=tuple(p["type_map"]),
+        mass_map=tuple(p["mass_map"]),
+        init_data_prefix=p["init_data_prefix"],
+        init_data_sys=tuple(p["init_data_sys"]),
+        init_batch_size=p["init_batch_size"],
+        sys_configs_prefix=p["sys_configs_prefix"],
+        sys_configs=tuple(tuple(s) for s in p["sys_configs"]),
+        sys_batch_size=p["sys_batch_size"],
+        sys_format=p["sys_format"],
+        numb_models=p["numb_models"],
+        default_training_param=tparam,
+        model_devi_dt=p["model_devi_dt"],
+        model_devi_skip=p["model_devi_skip"],
+        f_trust_lo=p["model_devi_f_trust_lo"],
+        f_trust_hi=p["model_devi_f_trust_hi"],
+        v_trust_lo=p["model_devi_v_trust_lo"],
+        v_trust_hi=p["model_devi_v_trust_hi"],
+        model_devi_clean_traj=p["model_devi_clean_traj"],
+        model_devi_taut=p["model_devi_taut"],
+        model_devi_taup=p["model_devi_taup"],
+        model_devi_jobs=tuple(p["model_devi_jobs"]),
+        fp_style=fp_style,
+        fp_settings=fp_settings,
+        fp_task_max=p["fp_task_max"],
+        fp_task_min=p["fp_task_min"],
+        fp_accurate_threshold=p["fp_accurate_threshold"],
+        fp_accurate_soft_threshold=soft,
+        ratio_failed=p["ratio_failed"],
+        seed=p["seed"],
+    )
+
+
+def load_run_params(path: Path) -> RunParams:
+    raw = read_config_file(path)
+    try:
+        return parse_run_params(raw)
+    except UserError as exc:
+        where = f"{Path(path).name}: {exc.where}" if exc.where else Path(path).name
+        raise UserError(exc.what, where, exc.expected) from None

@@ -1,0 +1,227 @@
+"""Run a stage's tasks through dpdispatcher, with a content-addressed ledger for resume.
+
+Each task's command is wrapped so that it leaves ``dpgen_task.rc`` (exit code, start, end, task
+id) in its directory; that file comes back with the outputs. A task whose directory holds an rc
+file with its own id is done and is never submitted again, whatever the ledger says (the disk
+is the truth; the ledger is the history). Pending tasks are submitted as one dpdispatcher
+submission: because ids, commands and files are deterministic, a rerun after a crash builds the
+same submission and dpdispatcher re-attaches to its jobs instead of starting them again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dpgen_ng.config.machine import StageMachine
+from dpgen_ng.errors import StageError
+from dpgen_ng.fp.base import tail
+from dpgen_ng.ledger import Ledger, TaskUpdate
+
+RC_FILE = "dpgen_task.rc"
+LOCAL_CONTEXTS = ("LocalContext", "Local", "local", "localcontext")
+log = logging.getLogger("dpgen_ng.dispatch")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task: a directory (relative to the stage's work base), a command, its files."""
+
+    path: str
+    command: str
+    forward_files: tuple[str, ...]
+    backward_files: tuple[str, ...]
+    outlog: str = "log"
+    errlog: str = "err"
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    path: str
+    task_id: str
+    rc: int | None  # None: the job never completed (killed, lost, retries exhausted)
+    start: float | None = None
+    end: float | None = None
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+def _hash_path(h: "hashlib._Hash", path: Path, name: str) -> None:
+    if path.is_dir():
+        for sub in sorted(path.rglob("*")):
+            if sub.is_file():
+                _hash_path(h, sub, f"{name}/{sub.relative_to(path)}")
+        return
+    h.update(name.encode() + b"\0")
+    h.update(path.read_bytes() if path.exists() else b"<missing>")
+    h.update(b"\0")
+
+
+def task_id(work_base: Path, spec: TaskSpec) -> str:
+    """A hash of what the task depends on: its command and its forward files' contents."""
+    h = hashlib.sha256(spec.command.encode() + b"\0")
+    for name in sorted(spec.forward_files):
+        _hash_path(h, Path(work_base) / spec.path / name, name)
+    return h.hexdigest()[:24]
+
+
+def wrap_command(command: str, tid: str, tolerate_failure: bool) -> str:
+    """The command as submitted: runs ``command`` in a subshell and leaves the rc file."""
+    final = "0" if tolerate_failure else "$_dpgen_rc"
+    return (
+        "_dpgen_t0=$(date +%s.%N); "
+        f"( {command} ); _dpgen_rc=$?; "
+        f'echo "$_dpgen_rc $_dpgen_t0 $(date +%s.%N) {tid}" > {RC_FILE}.tmp && mv {RC_FILE}.tmp {RC_FILE}; '
+        f"exit {final}"
+    )
+
+
+def read_rc(task_dir: Path, tid: str) -> TaskResult | None:
+    """The task's result if its rc file exists and belongs to this task id."""
+    path = Path(task_dir) / RC_FILE
+    try:
+        parts = path.read_text().split()
+        rc, t0, t1, owner = int(parts[0]), float(parts[1]), float(parts[2]), parts[3]
+    except (OSError, ValueError, IndexError):
+        return None
+    if owner != tid:
+        return None
+    return TaskResult(str(task_dir), tid, rc, t0, t1)
+
+
+def exit_code(task_dir: Path) -> int | None:
+    """The exit code a finished task left in its rc file (None if it never finished)."""
+    try:
+        return int((Path(task_dir) / RC_FILE).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class Dispatcher:
+    """Runs tasks of one stage on the machine configured for it."""
+
+    def __init__(self, workdir: Path, settings: StageMachine, ledger: Ledger) -> None:
+        self.workdir = Path(workdir)
+        self.settings = settings
+        self.ledger = ledger
+
+    def _machine_dict(self, work_base: Path) -> dict:
+        m = dict(self.settings.machine)
+        m["local_root"] = str(work_base)
+        remote = m.get("remote_root")
+        if m["context_type"] in LOCAL_CONTEXTS:
+            remote = remote or str(self.workdir / ".dpgen" / "remote")
+            if not Path(remote).is_absolute():
+                remote = str((self.workdir / remote).resolve())
+            m["remote_root"] = remote
+        return m
+
+    def run(
+        self,
+        iteration: int,
+        stage: str,
+        work_base: Path,
+        specs: Sequence[TaskSpec],
+        common_files: Sequence[str] = (),
+        tolerate_failure: bool = False,
+    ) -> list[TaskResult]:
+        """Run every task not yet done; return one result per spec, in order.
+
+        With ``tolerate_failure`` a task's non-zero exit is a result (rc ≠ 0), not an error, and
+        jobs lost after retries give ``rc=None``; otherwise any failure raises :class:`StageError`
+        naming each failed task's directory, exit code and the tail of its stderr.
+        """
+        work_base = Path(work_base).resolve()
+        ids = [task_id(work_base, s) for s in specs]
+        results: dict[str, TaskResult] = {}
+        pending: list[tuple[TaskSpec, str]] = []
+        for spec, tid in zip(specs, ids):
+            done = read_rc(work_base / spec.path, tid)
+            if done is not None and (done.rc == 0 or tolerate_failure):
+                results[spec.path] = TaskResult(spec.path, tid, done.rc, done.start, done.end)
+            else:
+                pending.append((spec, tid))
+        rel = lambda p: str((work_base / p).relative_to(self.workdir))  # noqa: E731
+        self.ledger.update(
+            TaskUpdate(tid, iteration, stage, rel(r.path), "finished" if r.ok else "failed",
+                       None if r.ok else f"exit code {r.rc}", seconds=_secs(r))
+            for r in (results[s.path] for s, _ in zip(specs, ids) if s.path in results)
+        )
+        if pending:
+            log.info("%s: %d task(s) to run, %d already done", stage, len(pending), len(results))
+            self.ledger.update(TaskUpdate(tid, iteration, stage, rel(s.path), "submitted")
+                               for s, tid in pending)
+            error = self._submit(work_base, pending, common_files, tolerate_failure)
+            updates = []
+            for spec, tid in pending:
+                res = read_rc(work_base / spec.path, tid)
+                if res is None:
+                    res = TaskResult(spec.path, tid, None, reason=error or "no result came back")
+                else:
+                    res = TaskResult(spec.path, tid, res.rc, res.start, res.end,
+                                     None if res.rc == 0 else f"exit code {res.rc}")
+                results[spec.path] = res
+                updates.append(TaskUpdate(tid, iteration, stage, rel(spec.path),
+                                          "finished" if res.ok else "failed", res.reason,
+                                          seconds=_secs(res)))
+            self.ledger.update(updates)
+            bad = [(s, results[s.path]) for s, _ in pending if not results[s.path].ok]
+            if bad and not tolerate_failure:
+                lines = [f"{len(bad)} {stage} task(s) failed:"]
+                for spec, res in bad:
+                    code = "no exit code (job lost)" if res.rc is None else f"exit code {res.rc}"
+                    err = tail(work_base / spec.path / spec.errlog, 3) or (res.reason or "")[-300:]
+                    lines.append(f"  {work_base / spec.path}: {code}; stderr: {err}")
+                raise StageError("\n".join(lines))
+        return [results[s.path] for s in specs]
+
+    def _submit(
+        self,
+        work_base: Path,
+        pending: list[tuple[TaskSpec, str]],
+        common_files: Sequence[str],
+        tolerate_failure: bool,
+    ) -> str | None:
+        from dpdispatcher import Machine, Resources, Submission, Task
+
+        st = self.settings
+        tasks = [
+            Task(
+                command=wrap_command(f"{spec.command}", tid, tolerate_failure),
+                task_work_path=spec.path,
+                forward_files=list(spec.forward_files) + list(st.user_forward_files),
+                backward_files=list(spec.backward_files) + [RC_FILE] + list(st.user_backward_files),
+                outlog=spec.outlog,
+                errlog=spec.errlog,
+            )
+            for spec, tid in pending
+        ]
+        machine = Machine.load_from_dict(self._machine_dict(work_base))
+        resources = Resources.load_from_dict(dict(st.resources))
+        submission = Submission(
+            work_base=str(work_base),
+            machine=machine,
+            resources=resources,
+            task_list=tasks,
+            forward_common_files=list(common_files),
+            backward_common_files=[],
+        )
+        try:
+            submission.run_submission(check_interval=st.check_interval, continue_on_failure=True)
+        except RuntimeError as exc:  # retries exhausted for some job(s)
+            log.warning("dispatch of %d task(s) in %s ended with failures", len(pending), work_base)
+            return " ".join(str(exc).split())[:2000]
+        return None
+
+
+def _secs(res: TaskResult) -> float | None:
+    if res.start is None or res.end is None:
+        return None
+    return res.end - res.start
+

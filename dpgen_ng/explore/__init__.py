@@ -1,0 +1,1 @@
+"""Exploration: LAMMPS inputs, model-deviation files, and candidate selection."""

@@ -1,0 +1,40 @@
+"""Reading ``model_devi.out`` (written by the DeePMD pair style) into columns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """Per-frame deviations of one task: ``step``, ``max_devi_v``, ``max_devi_f`` (1-D arrays)."""
+
+    step: np.ndarray
+    max_devi_v: np.ndarray
+    max_devi_f: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.step.size)
+
+
+def read_model_devi(path: Path) -> Deviation:
+    """Columns by header name when a header exists, else DP-GEN's fixed positions (0, 1, 4).
+
+    A single row, extra columns (devi_e, per-atom) and an empty file are all handled.
+    """
+    path = Path(path)
+    header: list[str] = []
+    with open(path) as fh:
+        first = fh.readline()
+    if first.startswith("#"):
+        header = first.lstrip("#").split()
+    data = np.loadtxt(path, comments="#", ndmin=2)
+    if data.size == 0:
+        empty = np.zeros(0)
+        return Deviation(empty.astype(int), empty, empty)
+    col = {name: i for i, name in enumerate(header)}
+    i_step, i_v, i_f = col.get("step", 0), col.get("max_devi_v", 1), col.get("max_devi_f", 4)
+    return Deviation(data[:, i_step].astype(np.int64), data[:, i_v], data[:, i_f])

@@ -1,0 +1,89 @@
+"""Candidate selection: pure numpy over all frames of one system, no file I/O.
+
+Classification of one frame (``f`` = max force deviation, ``v`` = max virial deviation):
+failed if ``f ≥ f_hi`` (or ``v ≥ v_hi`` when a virial window is set) or the value is not
+finite; otherwise candidate if ``f ≥ f_lo`` (or ``v ≥ v_lo``); otherwise accurate.
+(DP-GEN lets "candidate" win over "failed" when only one criterion fails; we do not.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ACCURATE, CANDIDATE, FAILED = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Trust:
+    f_lo: float
+    f_hi: float
+    v_lo: float | None = None
+    v_hi: float | None = None
+
+
+def classify(max_f: np.ndarray, max_v: np.ndarray, trust: Trust) -> np.ndarray:
+    """Per-frame class codes (ACCURATE / CANDIDATE / FAILED)."""
+    max_f = np.asarray(max_f, dtype=float)
+    max_v = np.asarray(max_v, dtype=float)
+    failed = ~np.isfinite(max_f) | (max_f >= trust.f_hi)
+    cand = max_f >= trust.f_lo
+    if trust.v_hi is not None and trust.v_lo is not None:
+        failed |= ~np.isfinite(max_v) | (max_v >= trust.v_hi)
+        cand |= max_v >= trust.v_lo
+    codes = np.full(max_f.shape, ACCURATE, dtype=np.int8)
+    codes[cand] = CANDIDATE
+    codes[failed] = FAILED
+    return codes
+
+
+def fp_budget(accurate_ratio: float, task_max: int, soft: float, hard: float) -> int:
+    """DP-GEN's accurate-ratio throttling of the number of frames to label."""
+    if accurate_ratio >= hard:
+        return 0
+    if accurate_ratio < soft or hard <= soft:
+        return task_max
+    return int(task_max * (accurate_ratio - hard) / (soft - hard))
+
+
+@dataclass(frozen=True)
+class SystemSelection:
+    """The outcome for one system: counts and the picked candidates as (task index, frame row)."""
+
+    n_accurate: int
+    n_candidate: int
+    n_failed: int
+    budget: int
+    picked: np.ndarray  # shape (k, 2): task index, row index within that task; sorted
+
+    @property
+    def n_total(self) -> int:
+        return self.n_accurate + self.n_candidate + self.n_failed
+
+    @property
+    def accurate_ratio(self) -> float:
+        return self.n_accurate / self.n_total if self.n_total else 0.0
+
+
+def select_system(
+    task_index: np.ndarray,
+    row_index: np.ndarray,
+    codes: np.ndarray,
+    rng: np.random.Generator,
+    task_max: int,
+    soft: float,
+    hard: float,
+) -> SystemSelection:
+    """Count classes and pick at most the budget of candidates at random (seeded)."""
+    n_acc = int(np.count_nonzero(codes == ACCURATE))
+    cand = np.flatnonzero(codes == CANDIDATE)
+    n_fail = int(np.count_nonzero(codes == FAILED))
+    total = codes.size
+    ratio = n_acc / total if total else 0.0
+    budget = fp_budget(ratio, task_max, soft, hard) if total else 0
+    k = min(budget, cand.size)
+    chosen = np.sort(rng.choice(cand, size=k, replace=False)) if k else np.zeros(0, dtype=int)
+    picked = np.stack([task_index[chosen], row_index[chosen]], axis=1) if k else np.zeros((0, 2), int)
+    order = np.lexsort((picked[:, 1], picked[:, 0])) if k else np.zeros(0, dtype=int)
+    return SystemSelection(n_acc, int(cand.size), n_fail, budget, picked[order])

@@ -1,0 +1,91 @@
+"""The labeler protocol: write inputs for one frame, name the command and files, parse labels.
+
+Every labeler returns either a labeled dpdata system (one frame) or a typed :class:`Failure`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import dpdata
+import numpy as np
+
+from dpgen_ng.config.fields import Field
+
+FAILURE_KINDS = ("crashed", "unconverged", "parse_error", "missing_output", "non_finite")
+CONF_FILE = "POSCAR"  # every fp task keeps its frame as a POSCAR (type order = type_map)
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: str
+    detail: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAILURE_KINDS:
+            raise ValueError(f"unknown failure kind {self.kind!r}")
+
+
+def tail(path: Path, lines: int = 5) -> str:
+    """The last non-empty lines of a text file, joined with ' | ' (for one-line reports)."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+    rows = [r.strip() for r in text.splitlines() if r.strip()]
+    return " | ".join(rows[-lines:])
+
+
+class Labeler:
+    """Base class of all labelers. Subclasses set ``name``, ``KEYS`` and implement the hooks."""
+
+    name: ClassVar[str] = ""
+    KEYS: ClassVar[dict[str, Field]] = {}
+    outlog: ClassVar[str] = "fp.log"
+    errlog: ClassVar[str] = "fp.err"
+
+    def __init__(self, settings: Any, type_map: tuple[str, ...]) -> None:
+        self.settings = settings
+        self.type_map = tuple(type_map)
+
+    @classmethod
+    def parse_settings(cls, raw: dict[str, Any], path: str) -> Any:
+        raise NotImplementedError
+
+    # --- per task -------------------------------------------------------------------------
+    def write_inputs(self, frame: dpdata.System, task_dir: Path) -> None:
+        """Write every input file for one frame into ``task_dir`` (which exists)."""
+        raise NotImplementedError
+
+    def command(self, base_command: str) -> str:
+        """The shell command run in the task dir; ``base_command`` comes from machine.json."""
+        raise NotImplementedError
+
+    def forward_files(self) -> list[str]:
+        raise NotImplementedError
+
+    def backward_files(self) -> list[str]:
+        raise NotImplementedError
+
+    def parse(self, task_dir: Path) -> dpdata.LabeledSystem | Failure:
+        """Read the labels of a finished task (exit code 0)."""
+        raise NotImplementedError
+
+    # --- shared helpers -------------------------------------------------------------------
+    def write_conf(self, frame: dpdata.System, task_dir: Path) -> None:
+        frame.to("vasp/poscar", str(Path(task_dir) / CONF_FILE))
+
+    def read_conf(self, task_dir: Path) -> dpdata.System:
+        return dpdata.System(str(Path(task_dir) / CONF_FILE), fmt="vasp/poscar",
+                             type_map=list(self.type_map))
+
+    def checked(self, system: dpdata.LabeledSystem) -> dpdata.LabeledSystem | Failure:
+        """Reject frames with NaN/Inf energies, forces or virials."""
+        if system.get_nframes() != 1:
+            return Failure("parse_error", f"expected 1 frame, got {system.get_nframes()}")
+        for key in ("energies", "forces", "virials"):
+            if key in system.data and not np.all(np.isfinite(system.data[key])):
+                return Failure("non_finite", f"{key} contain NaN or Inf")
+        return system

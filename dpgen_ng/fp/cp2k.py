@@ -1,0 +1,204 @@
+"""CP2K (the Debian ``cp2k``): DFT single points (energy, forces, stress), parsed with dpdata.
+
+Input: defaults (PBE, DZVP-MOLOPT-SR-GTH, GTH-PBE pseudopotentials) deep-merged with
+``user_fp_params`` (DP-GEN's nested-dict form), or a template file ``external_input_path`` whose
+``ABC`` line in ``&CELL`` is replaced by the frame's cell vectors and which includes coord.xyz.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dpdata
+from ase.data import atomic_numbers
+
+from dpgen_ng.config.fields import Field, as_dict, as_str
+from dpgen_ng.errors import UserError
+from dpgen_ng.fp import register
+from dpgen_ng.fp.base import Failure, Labeler
+
+INPUT = "input.inp"
+COORD = "coord.xyz"
+OUTPUT = "output"
+DATA_DIR = "/usr/share/cp2k"
+
+
+def default_input() -> dict[str, Any]:
+    """A fresh copy of the defaults (never shared, never mutated elsewhere)."""
+    return {
+        "GLOBAL": {"PROJECT": "DPGEN", "RUN_TYPE": "ENERGY_FORCE", "PRINT_LEVEL": "MEDIUM"},
+        "FORCE_EVAL": {
+            "METHOD": "QS",
+            "STRESS_TENSOR": "ANALYTICAL",
+            "DFT": {
+                "BASIS_SET_FILE_NAME": f"{DATA_DIR}/BASIS_MOLOPT",
+                "POTENTIAL_FILE_NAME": f"{DATA_DIR}/GTH_POTENTIALS",
+                "CHARGE": 0,
+                "MGRID": {"CUTOFF": 300, "REL_CUTOFF": 50, "NGRIDS": 4},
+                "QS": {"EPS_DEFAULT": "1.0E-12"},
+                "SCF": {
+                    "SCF_GUESS": "ATOMIC",
+                    "EPS_SCF": "1.0E-6",
+                    "MAX_SCF": 50,
+                    "OT": {"MINIMIZER": "DIIS", "PRECONDITIONER": "FULL_SINGLE_INVERSE"},
+                },
+                "XC": {"XC_FUNCTIONAL": {"_": "PBE"}},
+            },
+            "SUBSYS": {"COORD": {"@include": COORD}},
+            "PRINT": {"FORCES": {"_": "ON"}, "STRESS_TENSOR": {"_": "ON"}},
+        },
+    }
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``over`` into a copy of ``base``; keys compare case-insensitively."""
+    out = copy.deepcopy(base)
+    upper = {k.upper(): k for k in out}
+    for key, value in over.items():
+        target = upper.get(key.upper(), key)
+        if isinstance(value, dict) and isinstance(out.get(target), dict):
+            out[target] = merge(out[target], value)
+        else:
+            out[target] = copy.deepcopy(value)
+            upper[key.upper()] = target
+    return out
+
+
+def render(tree: dict[str, Any], indent: int = 0) -> list[str]:
+    """CP2K input text from a nested dict. ``_`` is a section parameter; lists repeat sections."""
+    pad = "  " * indent
+    lines: list[str] = []
+    for key, value in tree.items():
+        if key == "_":
+            continue
+        if isinstance(value, dict):
+            items = [value]
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            items = value
+        else:
+            if key.startswith("@"):
+                lines.append(f"{pad}{key} {value}")
+            else:
+                lines.append(f"{pad}{key} {_scalar(value)}")
+            continue
+        for item in items:
+            param = f" {_scalar(item['_'])}" if "_" in item else ""
+            lines.append(f"{pad}&{key}{param}")
+            lines += render(item, indent + 1)
+            lines.append(f"{pad}&END {key}")
+    return lines
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return ".TRUE." if value else ".FALSE."
+    if isinstance(value, (list, tuple)):
+        return " ".join(_scalar(v) for v in value)
+    return str(value)
+
+
+def _template(value: Any, where: str) -> str:
+    path = Path(as_str(value, where)).expanduser()
+    if not path.is_file():
+        raise UserError(f"template {str(path)!r} not found", where, "a CP2K input template file")
+    text = path.read_text()
+    if not any(ln.split()[:1] and ln.split()[0].upper() == "ABC" for ln in text.splitlines()):
+        raise UserError("template has no 'ABC' line in &CELL", where, "an ABC line to fill with the cell")
+    if COORD not in text:
+        raise UserError(f"template does not include {COORD}", where, f"'@include {COORD}' in &COORD")
+    return text
+
+
+@dataclass(frozen=True)
+class Cp2kSettings:
+    user_fp_params: dict[str, Any]
+    template: str | None
+    template_path: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        if self.template_path:
+            return {"external_input_path": self.template_path}
+        return {"user_fp_params": self.user_fp_params}
+
+
+@register("cp2k")
+class Cp2kLabeler(Labeler):
+    KEYS = {
+        "user_fp_params": Field(as_dict, default=dict, doc="nested CP2K input merged over defaults"),
+        "external_input_path": Field(_template, default=None, doc="a CP2K input template"),
+    }
+    outlog = OUTPUT
+    errlog = "cp2k.err"
+
+    @classmethod
+    def parse_settings(cls, raw: dict[str, Any], path: str) -> Cp2kSettings:
+        if "user_fp_params" in raw and "external_input_path" in raw:
+            raise UserError("both user_fp_params and external_input_path are set",
+                            "external_input_path", "one of the two")
+        params = as_dict(raw.get("user_fp_params", {}), "user_fp_params")
+        tpath = raw.get("external_input_path")
+        template = _template(tpath, "external_input_path") if tpath is not None else None
+        return Cp2kSettings(params, template, tpath)
+
+    def input_text(self, frame: dpdata.System) -> str:
+        cell = frame["cells"][0]
+        vectors = [f"{n} {v[0]:.10f} {v[1]:.10f} {v[2]:.10f}" for n, v in zip("ABC", cell)]
+        s: Cp2kSettings = self.settings
+        if s.template is not None:
+            out = []
+            for ln in s.template.splitlines():
+                tok = ln.split()[:1]
+                if tok and tok[0].upper() == "ABC":
+                    indent = ln[: len(ln) - len(ln.lstrip())]
+                    out += [indent + v for v in vectors]
+                else:
+                    out.append(ln)
+            return "\n".join(out) + "\n"
+        tree = merge(default_input(), s.user_fp_params)
+        feval = tree["FORCE_EVAL"]
+        subsys = feval.setdefault("SUBSYS", {})
+        subsys["CELL"] = {"A": vectors[0][2:], "B": vectors[1][2:], "C": vectors[2][2:]}
+        present = [frame["atom_names"][i] for i, n in enumerate(frame["atom_numbs"]) if n > 0]
+        subsys.setdefault("KIND", [
+            {"_": el, "BASIS_SET": "DZVP-MOLOPT-SR-GTH", "POTENTIAL": "GTH-PBE"} for el in present
+        ])
+        dft = feval["DFT"]
+        if not any(k.upper() in ("MULTIPLICITY", "MULTIP") for k in dft):
+            nelec = sum(atomic_numbers[frame["atom_names"][t]] for t in frame["atom_types"])
+            nelec -= int(dft.get("CHARGE", 0))
+            dft["MULTIPLICITY"] = 1 if nelec % 2 == 0 else 2
+            if nelec % 2:
+                dft.setdefault("UKS", True)
+        return "\n".join(render(tree)) + "\n"
+
+    def write_inputs(self, frame: dpdata.System, task_dir: Path) -> None:
+        self.write_conf(frame, task_dir)
+        names, types, coords = frame["atom_names"], frame["atom_types"], frame["coords"][0]
+        xyz = [f"{names[t]} {x:.10f} {y:.10f} {z:.10f}" for t, (x, y, z) in zip(types, coords)]
+        (Path(task_dir) / COORD).write_text("\n".join(xyz) + "\n")
+        (Path(task_dir) / INPUT).write_text(self.input_text(frame))
+
+    def command(self, base_command: str) -> str:
+        return f"{base_command} -i {INPUT}"
+
+    def forward_files(self) -> list[str]:
+        return [INPUT, COORD]
+
+    def backward_files(self) -> list[str]:
+        return [OUTPUT, self.errlog]
+
+    def parse(self, task_dir: Path) -> dpdata.LabeledSystem | Failure:
+        path = Path(task_dir) / OUTPUT
+        if not path.is_file() or path.stat().st_size == 0:
+            return Failure("missing_output", f"no {OUTPUT} in {task_dir}")
+        text = path.read_text(errors="replace")
+        if "SCF run NOT converged" in text:
+            return Failure("unconverged", "SCF run NOT converged")
+        try:
+            system = dpdata.LabeledSystem(str(path), fmt="cp2k/output", type_map=list(self.type_map))
+        except Exception as exc:  # noqa: BLE001 - any dpdata failure is a parse error of this task
+            return Failure("parse_error", f"dpdata cp2k/output: {type(exc).__name__}: {exc}")
+        return self.checked(system)

@@ -1,0 +1,1 @@
+"""``dpgen init_bulk``: initial training data from a crystal."""

@@ -1,0 +1,146 @@
+"""The task ledger: a small sqlite (WAL) table of every task's state, keyed by a content hash.
+
+States: ``made`` → ``submitted`` → ``finished`` | ``failed`` (with a reason). A task id is a hash
+of the task's inputs, so a re-made step yields the same ids and finished work is recognised.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+LEDGER_PATH = Path(".dpgen") / "ledger.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id   TEXT PRIMARY KEY,
+    iteration INTEGER NOT NULL,
+    stage     TEXT NOT NULL,
+    path      TEXT NOT NULL,
+    state     TEXT NOT NULL,
+    reason    TEXT,
+    job_id    TEXT,
+    runs      INTEGER NOT NULL DEFAULT 0,
+    seconds   REAL,
+    updated   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_stage ON tasks (iteration, stage);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+STATES = ("made", "submitted", "finished", "failed")
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    task_id: str
+    iteration: int
+    stage: str
+    path: str
+    state: str
+    reason: str | None
+    job_id: str | None
+    runs: int
+    seconds: float | None
+
+
+@dataclass(frozen=True)
+class TaskUpdate:
+    task_id: str
+    iteration: int
+    stage: str
+    path: str
+    state: str
+    reason: str | None = None
+    job_id: str | None = None
+    seconds: float | None = None
+
+
+class Ledger:
+    """One ledger per work dir. Every write is its own committed transaction."""
+
+    def __init__(self, workdir: Path) -> None:
+        path = Path(workdir) / LEDGER_PATH
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def update(self, updates: Iterable[TaskUpdate]) -> None:
+        """Record new states for tasks, all in one transaction. ``runs`` counts finished/failed ends."""
+        now = time.time()
+        rows = [
+            (u.task_id, u.iteration, u.stage, u.path, u.state, u.reason, u.job_id, u.seconds, now)
+            for u in updates
+        ]
+        for row in rows:
+            if row[4] not in STATES:
+                raise ValueError(f"unknown task state {row[4]!r}")
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                """INSERT INTO tasks (task_id, iteration, stage, path, state, reason, job_id,
+                                      seconds, updated, runs)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?,
+                           CASE WHEN ?5 IN ('finished', 'failed') THEN 1 ELSE 0 END)
+                   ON CONFLICT(task_id) DO UPDATE SET
+                       iteration=excluded.iteration, stage=excluded.stage, path=excluded.path,
+                       state=excluded.state, reason=excluded.reason,
+                       job_id=COALESCE(excluded.job_id, tasks.job_id),
+                       seconds=COALESCE(excluded.seconds, tasks.seconds),
+                       updated=excluded.updated,
+                       runs=tasks.runs + CASE WHEN excluded.state IN ('finished', 'failed')
+                                                   AND tasks.state NOT IN ('finished', 'failed')
+                                              THEN 1 ELSE 0 END""",
+                rows,
+            )
+
+    def get(self, task_id: str) -> TaskRow | None:
+        cur = self._db.execute(
+            "SELECT task_id, iteration, stage, path, state, reason, job_id, runs, seconds "
+            "FROM tasks WHERE task_id = ?",
+            (task_id,),
+        )
+        row = cur.fetchone()
+        return TaskRow(*row) if row else None
+
+    def tasks(self, iteration: int | None = None, stage: str | None = None) -> list[TaskRow]:
+        query = (
+            "SELECT task_id, iteration, stage, path, state, reason, job_id, runs, seconds FROM tasks"
+        )
+        clauses, args = [], []
+        if iteration is not None:
+            clauses.append("iteration = ?")
+            args.append(iteration)
+        if stage is not None:
+            clauses.append("stage = ?")
+            args.append(stage)
+        if clauses:
+            query += " WHERE " + " AND ".join(clauses)
+        query += " ORDER BY iteration, stage, path"
+        return [TaskRow(*r) for r in self._db.execute(query, args).fetchall()]
+
+    def meta_get(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def meta_set(self, key: str, value: str) -> None:
+        with self._db:
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, value),
+            )

@@ -1,0 +1,81 @@
+"""The iteration loop: read record.dpgen, run the next step, append the record, repeat."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from dpgen_ng.config.machine import MachineSettings
+from dpgen_ng.config.param import RunParams
+from dpgen_ng.errors import UserError
+from dpgen_ng.ledger import Ledger
+from dpgen_ng.record import STEPS, append_record, iter_name, next_step, read_record
+from dpgen_ng.stages import fp, model_devi, train
+from dpgen_ng.stages.context import IterContext
+
+log = logging.getLogger("dpgen_ng.loop")
+
+STEP_FUNCS: tuple[Callable[[IterContext], None], ...] = (
+    train.make, train.run, train.post,
+    model_devi.make, model_devi.run, model_devi.post,
+    fp.make, fp.run, fp.post,
+)
+assert len(STEP_FUNCS) == len(STEPS)
+
+
+class WorkdirLock:
+    """One ``dpgen run`` per work dir at a time (an advisory lock, released if the process dies)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.path = Path(workdir) / ".dpgen" / "lock"
+
+    def __enter__(self) -> WorkdirLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "w")  # noqa: SIM115 - held for the whole run
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fh.close()
+            raise UserError("another dpgen run is working in this directory", str(self.path.parent.parent),
+                            "wait for it to finish or stop it") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+
+
+def run_loop(workdir: Path, params: RunParams, machines: MachineSettings) -> str:
+    """Run steps until the last job's models are trained. Returns why it stopped."""
+    workdir = Path(workdir).resolve()
+    n_jobs = len(params.model_devi_jobs)
+    with WorkdirLock(workdir), Ledger(workdir) as ledger:
+        ledger.meta_set("n_jobs", str(n_jobs))
+        ledger.meta_set("stop_reason", "running")
+        last = read_record(workdir)
+        if last != (0, -1):
+            log.info("resuming after iteration %d step %d (%s)", last[0], last[1], STEPS[last[1]])
+        while True:
+            it, step = next_step(last)
+            if step == 3 and it >= n_jobs:
+                reason = (f"finished: all {n_jobs} model_devi_jobs explored; final models in "
+                          f"{iter_name(it)}/00.train")
+                ledger.meta_set("stop_reason", reason)
+                log.info(reason)
+                return reason
+            ctx = IterContext(workdir, it, params, machines, ledger)
+            t0 = time.monotonic()
+            log.info("%s %d %s", iter_name(it), step, STEPS[step])
+            try:
+                STEP_FUNCS[step](ctx)
+            except Exception as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                ledger.meta_set("stop_reason", f"stopped in {iter_name(it)} step {step} "
+                                f"({STEPS[step]}): {first}")
+                raise
+            append_record(workdir, it, step)
+            log.debug("%s %s took %.1f s", iter_name(it), STEPS[step], time.monotonic() - t0)
+            last = (it, step)

@@ -1,0 +1,175 @@
+"""02.fp: select candidates from the deviations, label them, collect the labels as data.SSS."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import dpdata
+import numpy as np
+
+from dpgen_ng.dispatch import TaskSpec, exit_code
+from dpgen_ng.errors import StageError
+from dpgen_ng.explore import lammps
+from dpgen_ng.explore.select import CANDIDATE, Trust, classify, select_system
+from dpgen_ng.fp import Failure, Labeler, labeler_class
+from dpgen_ng.fp.base import tail
+from dpgen_ng.io import atomic_write_json, atomic_write_text
+from dpgen_ng.stages import model_devi
+from dpgen_ng.stages.context import IterContext, read_manifest, write_manifest
+from dpgen_ng.stages.train import LABELS_FILE
+
+log = logging.getLogger("dpgen_ng.fp")
+SELECTION_FILE = "selection.json"
+
+
+def labeler(ctx: IterContext) -> Labeler:
+    p = ctx.params
+    return labeler_class(p.fp_style)(p.fp_settings, p.type_map)
+
+
+def make(ctx: IterContext) -> None:
+    p = ctx.params
+    job = p.model_devi_jobs[ctx.iteration]
+    md_dir, fp_dir = ctx.stage_dir(1), ctx.stage_dir(2)
+    fp_dir.mkdir(parents=True, exist_ok=True)
+    md_tasks = read_manifest(md_dir)["tasks"]
+    table = np.load(md_dir / model_devi.DEVI_TABLE)
+    lab = labeler(ctx)
+    summary: dict[str, Any] = {}
+    fp_tasks: list[dict[str, Any]] = []
+    for sys_idx in job.sys_idx:
+        f_lo, f_hi, v_lo, v_hi = p.trust(job, sys_idx)
+        trust = Trust(f_lo, f_hi, v_lo, v_hi)
+        mask = (table["sys_idx"] == sys_idx) & (table["step"] >= p.model_devi_skip)
+        codes = classify(table["max_devi_f"][mask], table["max_devi_v"][mask], trust)
+        task_idx = table["task"][mask].astype(int)
+        rows = table["row"][mask].astype(int)
+        sel = select_system(task_idx, rows, codes, ctx.rng("fp", sys_idx), p.fp_task_max,
+                            p.fp_accurate_soft_threshold, p.fp_accurate_threshold)
+        tag = f"{sys_idx:03d}"
+        steps = table["step"][mask].astype(int)
+        cand = np.flatnonzero(codes == CANDIDATE)
+        atomic_write_text(fp_dir / f"candidate.{tag}.out", "".join(
+            f"{md_tasks[task_idx[i]]['path']} {steps[i]}\n" for i in cand))
+        n = max(sel.n_total, 1)
+        for label, count in (("candidate", sel.n_candidate), ("failed", sel.n_failed),
+                             ("accurate", sel.n_accurate)):
+            log.info("system %s %-9s: %6d in %6d %6.2f %%", tag, label, count, sel.n_total,
+                     100.0 * count / n)
+        if sel.n_total == 0:
+            log.warning("system %s: no frames (maybe the model deviation is NaN or every MD task "
+                        "failed)", tag)
+        log.info("system %s accurate_ratio: %.4f thresholds: %g and %g; fp tasks: %d",
+                 tag, sel.accurate_ratio, p.fp_accurate_soft_threshold, p.fp_accurate_threshold,
+                 len(sel.picked))
+        picked = []
+        by_task: dict[int, list[int]] = {}
+        for t, r in sel.picked:
+            by_task.setdefault(int(t), []).append(int(r))
+        counter = 0
+        for t in sorted(by_task):
+            traj = md_dir / md_tasks[t]["path"] / lammps.TRAJ
+            frames = dpdata.System(str(traj), fmt="lammps/dump", type_map=list(p.type_map))
+            step_of = dict(zip(rows[task_idx == t], steps[task_idx == t]))
+            for r in by_task[t]:
+                if r >= frames.get_nframes():
+                    log.warning("%s has no frame %d (truncated trajectory); skipped", traj, r)
+                    continue
+                name = f"task.{tag}.{counter:06d}"
+                counter += 1
+                task_dir = fp_dir / name
+                task_dir.mkdir(exist_ok=True)
+                lab.write_inputs(frames.sub_system([r]), task_dir)
+                origin = {"sys_idx": sys_idx, "md_task": md_tasks[t]["path"], "step": int(step_of[r])}
+                atomic_write_json(task_dir / "job.json", origin)
+                fp_tasks.append({"path": name, **origin})
+                picked.append([md_tasks[t]["path"], int(step_of[r])])
+        summary[tag] = {
+            "accurate": sel.n_accurate, "candidate": sel.n_candidate, "failed": sel.n_failed,
+            "total": sel.n_total, "accurate_ratio": sel.accurate_ratio, "budget": sel.budget,
+            "trust": {"f_lo": f_lo, "f_hi": f_hi, "v_lo": v_lo, "v_hi": v_hi},
+            "picked": picked,
+        }
+    atomic_write_json(fp_dir / SELECTION_FILE, {"iteration": ctx.iteration, "systems": summary})
+    write_manifest(fp_dir, fp_tasks, fp_style=p.fp_style)
+
+
+def run(ctx: IterContext) -> None:
+    fp_dir = ctx.stage_dir(2)
+    tasks = read_manifest(fp_dir)["tasks"]
+    if not tasks:
+        return
+    lab = labeler(ctx)
+    cmd = lab.command(ctx.machines["fp"].command)
+    specs = [TaskSpec(t["path"], cmd, tuple(lab.forward_files()), tuple(lab.backward_files()),
+                      lab.outlog, lab.errlog) for t in tasks]
+    ctx.dispatcher("fp").run(ctx.iteration, "fp", fp_dir, specs, tolerate_failure=True)
+
+
+def _parse_task(lab: Labeler, task_dir: Path) -> dpdata.LabeledSystem | Failure:
+    rc = exit_code(task_dir)
+    if rc is None:
+        return Failure("crashed", "the job never completed (lost or killed after all retries)")
+    if rc != 0:
+        return Failure("crashed", f"exit code {rc}; stderr: {tail(task_dir / lab.errlog, 3)}")
+    return lab.parse(task_dir)
+
+
+def write_data(out_dir: Path, systems: list[dpdata.LabeledSystem], type_map: tuple[str, ...]) -> int:
+    """Write labeled frames to ``out_dir/<formula>/`` (deepmd/npy), replacing it atomically."""
+    ms = dpdata.MultiSystems(type_map=list(type_map))
+    for s in systems:
+        ms.append(s)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    ms.to_deepmd_npy(str(tmp))
+    old = out_dir.with_name(f".{out_dir.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return ms.get_nframes()
+
+
+def post(ctx: IterContext) -> None:
+    p = ctx.params
+    fp_dir = ctx.stage_dir(2)
+    tasks = read_manifest(fp_dir)["tasks"]
+    lab = labeler(ctx)
+    labeled: dict[int, list[dpdata.LabeledSystem]] = {}
+    records = []
+    reasons: Counter[str] = Counter()
+    for t in tasks:
+        out = _parse_task(lab, fp_dir / t["path"])
+        if isinstance(out, Failure):
+            reasons[out.kind] += 1
+            records.append({"path": t["path"], "status": "failed", "kind": out.kind, "detail": out.detail})
+        else:
+            labeled.setdefault(t["sys_idx"], []).append(out)
+            records.append({"path": t["path"], "status": "labeled"})
+    n_labeled = 0
+    for sys_idx, systems in sorted(labeled.items()):
+        n_labeled += write_data(fp_dir / f"data.{sys_idx:03d}", systems, p.type_map)
+    n_failed = sum(reasons.values())
+    atomic_write_json(fp_dir / LABELS_FILE, {
+        "labeled": n_labeled, "failed": n_failed, "by_reason": dict(reasons), "tasks": records,
+    })
+    log.info("iteration %d: %d frame(s) labeled, %d failed %s", ctx.iteration, n_labeled, n_failed,
+             dict(reasons) if reasons else "")
+    if tasks and n_failed / len(tasks) > p.ratio_failed:
+        shown = [f"  {fp_dir / r['path']}: {r['kind']}: {r['detail']}" for r in records
+                 if r["status"] == "failed"][:10]
+        raise StageError(
+            f"{n_failed} of {len(tasks)} fp tasks failed ({dict(reasons)}), above ratio_failed "
+            f"{p.ratio_failed}; the {n_labeled} good labels are kept in {fp_dir}/data.*. "
+            "Fix the cause or raise ratio_failed, then run again:\n" + "\n".join(shown))
+    clean = p.model_devi_clean_traj
+    if clean is True:
+        model_devi.clean_trajectories(ctx, ctx.iteration)
+    elif not isinstance(clean, bool) and clean > 0 and ctx.iteration - clean >= 0:
+        model_devi.clean_trajectories(ctx, ctx.iteration - clean)

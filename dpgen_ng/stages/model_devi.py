@@ -1,0 +1,149 @@
+"""01.model_devi: LAMMPS MD with the committee; per-frame force/virial deviations."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from pathlib import Path
+
+import dpdata
+import numpy as np
+
+from dpgen_ng.config.param import job_json
+from dpgen_ng.dispatch import TaskSpec, exit_code
+from dpgen_ng.errors import StageError, UserError
+from dpgen_ng.explore import lammps
+from dpgen_ng.explore.devi import read_model_devi
+from dpgen_ng.fp.base import tail
+from dpgen_ng.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from dpgen_ng.rng import draw_seed
+from dpgen_ng.stages.context import IterContext, read_manifest, write_manifest
+
+log = logging.getLogger("dpgen_ng.model_devi")
+DEVI_TABLE = "model_devi.npz"  # all tasks' deviations in columns (written by post)
+
+
+def conf_paths(ctx: IterContext, sys_idx: int) -> list[Path]:
+    """The configurations of ``sys_configs[sys_idx]``: each glob expanded and sorted, in order."""
+    p = ctx.params
+    found: list[Path] = []
+    for pattern in p.sys_configs[sys_idx]:
+        full = os.path.join(p.sys_configs_prefix, pattern) if p.sys_configs_prefix else pattern
+        matches = sorted(glob.glob(str(ctx.resolve(full))))
+        found += [Path(m) for m in matches]
+    if not found:
+        raise UserError(f"no file matches {list(p.sys_configs[sys_idx])}", f"sys_configs[{sys_idx}]",
+                        "globs (relative to the work dir) that match configuration files")
+    return found
+
+
+def make(ctx: IterContext) -> None:
+    p = ctx.params
+    job = p.model_devi_jobs[ctx.iteration]
+    md_dir = ctx.stage_dir(1)
+    (md_dir / "confs").mkdir(parents=True, exist_ok=True)
+    graphs = []
+    for k in range(p.numb_models):
+        name = f"graph.{k:03d}.pb"
+        link = md_dir / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(os.path.relpath((ctx.stage_dir(0) / name).resolve(), md_dir))
+        graphs.append(f"../{name}")
+    rng = ctx.rng("model_devi")
+    dt = job.dt if job.dt is not None else p.model_devi_dt
+    tasks = []
+    press = job.press or (None,)
+    for sys_idx in job.sys_idx:
+        counter = 0
+        for c, conf in enumerate(conf_paths(ctx, sys_idx)):
+            try:
+                system = dpdata.System(str(conf), fmt=p.sys_format, type_map=list(p.type_map))
+            except Exception as exc:  # noqa: BLE001 - dpdata raises many types
+                raise UserError(f"cannot read {conf} as {p.sys_format}: {exc}", "sys_format") from None
+            conf_file = md_dir / "confs" / f"{sys_idx:03d}.{c:04d}.lmp"
+            system.to("lammps/lmp", str(conf_file))
+            for temp in job.temps:
+                for pres in press:
+                    name = f"task.{sys_idx:03d}.{counter:06d}"
+                    counter += 1
+                    task_dir = md_dir / name
+                    task_dir.mkdir(exist_ok=True)
+                    atomic_write_bytes(task_dir / lammps.CONF, conf_file.read_bytes())
+                    md = lammps.MdTask(
+                        ensemble=job.ensemble, temp=temp, press=pres, nsteps=job.nsteps,
+                        trj_freq=job.trj_freq, dt=dt, taut=job.taut or p.model_devi_taut,
+                        taup=job.taup or p.model_devi_taup, masses=p.mass_map,
+                        graphs=tuple(graphs), velocity_seed=draw_seed(rng),
+                    )
+                    atomic_write_text(task_dir / lammps.INPUT, lammps.input_text(md))
+                    atomic_write_json(task_dir / "job.json", {
+                        "sys_idx": sys_idx, "conf": str(conf), "ensemble": job.ensemble,
+                        "temp": temp, "press": pres, "model_devi_dt": dt, "trj_freq": job.trj_freq,
+                    })
+                    tasks.append({"path": name, "sys_idx": sys_idx, "conf": str(conf)})
+    atomic_write_json(md_dir / "cur_job.json", job_json(job))
+    write_manifest(md_dir, tasks)
+    log.info("iteration %d: %d MD task(s) for systems %s", ctx.iteration, len(tasks), list(job.sys_idx))
+
+
+def run(ctx: IterContext) -> None:
+    md_dir = ctx.stage_dir(1)
+    manifest = read_manifest(md_dir)
+    base = ctx.machines["model_devi"].command
+    cmd = f"{base} -in {lammps.INPUT} -log {lammps.LOG}"
+    specs = [TaskSpec(t["path"], cmd, (lammps.CONF, lammps.INPUT),
+                      (lammps.DEVI, lammps.TRAJ, lammps.LOG), "lmp.out", "lmp.err")
+             for t in manifest["tasks"]]
+    common = [f"graph.{k:03d}.pb" for k in range(ctx.params.numb_models)]
+    # An MD run that blows up (lost atoms, NaN) is signal, not an error: post keeps its frames.
+    ctx.dispatcher("model_devi").run(ctx.iteration, "model_devi", md_dir, specs, common,
+                                     tolerate_failure=True)
+
+
+def post(ctx: IterContext) -> None:
+    """Gather every task's deviations into one columnar table (``model_devi.npz``)."""
+    md_dir = ctx.stage_dir(1)
+    manifest = read_manifest(md_dir)
+    cols: dict[str, list[np.ndarray]] = {"task": [], "sys_idx": [], "row": [], "step": [],
+                                          "max_devi_v": [], "max_devi_f": []}
+    broken = []
+    for i, t in enumerate(manifest["tasks"]):
+        task_dir = md_dir / t["path"]
+        devi_path = task_dir / lammps.DEVI
+        rc = exit_code(task_dir)
+        if not devi_path.is_file():
+            broken.append(f"{task_dir}: exit code {rc}, no {lammps.DEVI}; "
+                          f"log: {tail(task_dir / lammps.LOG, 2) or tail(task_dir / 'lmp.err', 2)}")
+            continue
+        devi = read_model_devi(devi_path)
+        if rc != 0:
+            log.warning("%s: LAMMPS stopped with exit code %s after %d frame(s); they are kept "
+                        "(the last one is treated as failed)", task_dir, rc, len(devi))
+        n = len(devi)
+        f = devi.max_devi_f.copy()
+        if rc != 0 and n:
+            f[-1] = np.inf  # the frame at the blow-up is not trustworthy
+        cols["task"].append(np.full(n, i))
+        cols["sys_idx"].append(np.full(n, t["sys_idx"]))
+        cols["row"].append(np.arange(n))
+        cols["step"].append(devi.step)
+        cols["max_devi_v"].append(devi.max_devi_v)
+        cols["max_devi_f"].append(f)
+    if broken and len(broken) == len(manifest["tasks"]):
+        raise StageError("every MD task failed:\n  " + "\n  ".join(broken[:10]))
+    for b in broken:
+        log.warning("MD task without deviations: %s", b)
+    table = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
+    tmp = md_dir / f".{DEVI_TABLE}.tmp.npz"
+    np.savez(tmp, **table)
+    os.replace(tmp, md_dir / DEVI_TABLE)
+
+
+def clean_trajectories(ctx: IterContext, iteration: int) -> None:
+    md_dir = ctx.iter_path(iteration) / "01.model_devi"
+    if not md_dir.is_dir():
+        return
+    for traj in md_dir.glob(f"task.*/{lammps.TRAJ}"):
+        traj.unlink()
