@@ -75,3 +75,13 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError("top level is not a mapping", str(path), "a JSON object / YAML mapping")
     return data
+
+
+def tail(path: Path, lines: int = 5) -> str:
+    """The last non-empty lines of a text file, joined with ' | ' (for one-line reports)."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
+    rows = [r.strip() for r in text.splitlines() if r.strip()]
+    return " | ".join(rows[-lines:])

@@ -23,10 +23,9 @@ def quiet_dpdispatcher() -> None:
             logging.disable(logging.NOTSET)
     dlog = logging.getLogger("dpdispatcher")
     for handler in list(dlog.handlers):
-        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).name == "dpdispatcher.log" \
-                and not getattr(handler, "_dpgen_ng", False):
-            dlog.removeHandler(handler)
-        elif type(handler) is logging.StreamHandler:
+        if getattr(handler, "_dpgen_ng", False):
+            continue
+        if isinstance(handler, (logging.FileHandler, logging.StreamHandler)):
             dlog.removeHandler(handler)
 
 

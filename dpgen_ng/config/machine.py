@@ -14,11 +14,11 @@ from typing import Any
 from dpgen_ng.config.fields import (
     Field,
     as_dict,
+    as_float,
     as_str,
     list_of,
     parse_section,
     positive,
-    as_float,
 )
 from dpgen_ng.errors import UserError
 from dpgen_ng.io import read_config_file
@@ -78,7 +78,8 @@ def _machine(value: Any, where: str) -> dict[str, Any]:
     ctx = d.get("context_type")
     if ctx not in BaseContext.subclasses_dict:
         kinds = sorted(k for k in BaseContext.subclasses_dict if k.endswith("Context"))
-        raise UserError(f"unknown context_type {ctx!r}", f"{where}.context_type", "one of " + ", ".join(kinds))
+        raise UserError(f"unknown context_type {ctx!r}", f"{where}.context_type",
+                        "one of " + ", ".join(kinds))
     local_root = d.pop("local_root", "./")
     if local_root not in ("./", ".", None):
         raise UserError(f"local_root is {local_root!r}", f"{where}.local_root",

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from dpgen_ng.config.machine import StageMachine
 from dpgen_ng.errors import StageError
-from dpgen_ng.fp.base import tail
+from dpgen_ng.io import tail
 from dpgen_ng.ledger import Ledger, TaskUpdate
 
 RC_FILE = "dpgen_task.rc"
@@ -52,7 +53,7 @@ class TaskResult:
         return self.rc == 0
 
 
-def _hash_path(h: "hashlib._Hash", path: Path, name: str) -> None:
+def _hash_path(h: hashlib._Hash, path: Path, name: str) -> None:
     if path.is_dir():
         for sub in sorted(path.rglob("*")):
             if sub.is_file():
@@ -71,36 +72,61 @@ def task_id(work_base: Path, spec: TaskSpec) -> str:
     return h.hexdigest()[:24]
 
 
-def wrap_command(command: str, tid: str, tolerate_failure: bool) -> str:
-    """The command as submitted: runs ``command`` in a subshell and leaves the rc file."""
+def wrap_command(command: str, tid: str, tolerate_failure: bool, outputs: Sequence[str] = ()) -> str:
+    """The command as submitted: runs ``command`` in a subshell and leaves the rc file.
+
+    With ``tolerate_failure`` the job always succeeds for the scheduler, and declared outputs
+    that the command did not make are created empty (dpdispatcher refuses to download a
+    missing file) and named in the rc file, so the parser reports them as missing.
+    """
     final = "0" if tolerate_failure else "$_dpgen_rc"
+    fill = ""
+    plain = [o for o in outputs if not any(c in o for c in "*?[")]
+    if tolerate_failure and plain:
+        names = " ".join(shlex.quote(o) for o in plain)
+        fill = (f'for _f in {names}; do [ -e "$_f" ] || {{ : > "$_f"; _dpgen_miss="$_dpgen_miss,$_f"; }}; '
+                "done; ")
     return (
-        "_dpgen_t0=$(date +%s.%N); "
-        f"( {command} ); _dpgen_rc=$?; "
-        f'echo "$_dpgen_rc $_dpgen_t0 $(date +%s.%N) {tid}" > {RC_FILE}.tmp && mv {RC_FILE}.tmp {RC_FILE}; '
+        '_dpgen_t0=$(date +%s.%N); _dpgen_miss=""; '
+        f"( {command} ); _dpgen_rc=$?; {fill}"
+        f'echo "$_dpgen_rc $_dpgen_t0 $(date +%s.%N) {tid} ,$_dpgen_miss" > {RC_FILE}.tmp '
+        f"&& mv {RC_FILE}.tmp {RC_FILE}; "
         f"exit {final}"
     )
 
 
-def read_rc(task_dir: Path, tid: str) -> TaskResult | None:
-    """The task's result if its rc file exists and belongs to this task id."""
-    path = Path(task_dir) / RC_FILE
+@dataclass(frozen=True)
+class RcInfo:
+    """What a finished task left in its rc file."""
+
+    rc: int
+    start: float
+    end: float
+    task_id: str
+    missing: tuple[str, ...]
+
+
+def read_task_rc(task_dir: Path) -> RcInfo | None:
     try:
-        parts = path.read_text().split()
-        rc, t0, t1, owner = int(parts[0]), float(parts[1]), float(parts[2]), parts[3]
+        parts = (Path(task_dir) / RC_FILE).read_text().split()
+        missing = tuple(m for m in (parts[4] if len(parts) > 4 else "").split(",") if m)
+        return RcInfo(int(parts[0]), float(parts[1]), float(parts[2]), parts[3], missing)
     except (OSError, ValueError, IndexError):
         return None
-    if owner != tid:
+
+
+def read_rc(task_dir: Path, tid: str) -> TaskResult | None:
+    """The task's result if its rc file exists and belongs to this task id."""
+    info = read_task_rc(task_dir)
+    if info is None or info.task_id != tid:
         return None
-    return TaskResult(str(task_dir), tid, rc, t0, t1)
+    return TaskResult(str(task_dir), tid, info.rc, info.start, info.end)
 
 
 def exit_code(task_dir: Path) -> int | None:
     """The exit code a finished task left in its rc file (None if it never finished)."""
-    try:
-        return int((Path(task_dir) / RC_FILE).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
+    info = read_task_rc(task_dir)
+    return None if info is None else info.rc
 
 
 class Dispatcher:
@@ -193,7 +219,8 @@ class Dispatcher:
         st = self.settings
         tasks = [
             Task(
-                command=wrap_command(f"{spec.command}", tid, tolerate_failure),
+                command=wrap_command(spec.command, tid, tolerate_failure,
+                                     list(spec.backward_files) + list(st.user_backward_files)),
                 task_work_path=spec.path,
                 forward_files=list(spec.forward_files) + list(st.user_forward_files),
                 backward_files=list(spec.backward_files) + [RC_FILE] + list(st.user_backward_files),

@@ -26,12 +26,10 @@ def read_model_devi(path: Path) -> Deviation:
     A single row, extra columns (devi_e, per-atom) and an empty file are all handled.
     """
     path = Path(path)
-    header: list[str] = []
-    with open(path) as fh:
-        first = fh.readline()
-    if first.startswith("#"):
-        header = first.lstrip("#").split()
-    data = np.loadtxt(path, comments="#", ndmin=2)
+    lines = path.read_text().splitlines()
+    header = lines[0].lstrip("#").split() if lines and lines[0].startswith("#") else []
+    rows = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    data = np.loadtxt(rows, ndmin=2) if rows else np.zeros((0, 0))
     if data.size == 0:
         empty = np.zeros(0)
         return Deviation(empty.astype(int), empty, empty)

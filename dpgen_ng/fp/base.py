@@ -13,6 +13,8 @@ import dpdata
 import numpy as np
 
 from dpgen_ng.config.fields import Field
+from dpgen_ng.dispatch.runner import read_task_rc
+from dpgen_ng.io import tail
 
 FAILURE_KINDS = ("crashed", "unconverged", "parse_error", "missing_output", "non_finite")
 CONF_FILE = "POSCAR"  # every fp task keeps its frame as a POSCAR (type order = type_map)
@@ -26,16 +28,6 @@ class Failure:
     def __post_init__(self) -> None:
         if self.kind not in FAILURE_KINDS:
             raise ValueError(f"unknown failure kind {self.kind!r}")
-
-
-def tail(path: Path, lines: int = 5) -> str:
-    """The last non-empty lines of a text file, joined with ' | ' (for one-line reports)."""
-    try:
-        text = Path(path).read_text(errors="replace")
-    except OSError:
-        return ""
-    rows = [r.strip() for r in text.splitlines() if r.strip()]
-    return " | ".join(rows[-lines:])
 
 
 class Labeler:
@@ -72,6 +64,18 @@ class Labeler:
     def parse(self, task_dir: Path) -> dpdata.LabeledSystem | Failure:
         """Read the labels of a finished task (exit code 0)."""
         raise NotImplementedError
+
+    def result(self, task_dir: Path) -> dpdata.LabeledSystem | Failure:
+        """The labels of a task, or why there are none (whatever happened to its job)."""
+        info = read_task_rc(task_dir)
+        if info is None:
+            return Failure("crashed", "the job never completed (lost, or killed after all retries)")
+        if info.rc != 0:
+            return Failure("crashed", f"exit code {info.rc}; stderr: {tail(Path(task_dir) / self.errlog, 3)}")
+        missing = [m for m in info.missing if m in self.backward_files()]
+        if missing:
+            return Failure("missing_output", f"the program made no {', '.join(missing)}")
+        return self.parse(task_dir)
 
     # --- shared helpers -------------------------------------------------------------------
     def write_conf(self, frame: dpdata.System, task_dir: Path) -> None:

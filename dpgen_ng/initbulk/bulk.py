@@ -15,10 +15,9 @@ import dpdata
 
 from dpgen_ng.config.init import InitBulkParams
 from dpgen_ng.config.machine import MachineSettings
-from dpgen_ng.dispatch import Dispatcher, TaskSpec, exit_code
+from dpgen_ng.dispatch import Dispatcher, TaskSpec
 from dpgen_ng.errors import StageError
 from dpgen_ng.fp import Failure, labeler_class
-from dpgen_ng.fp.base import tail
 from dpgen_ng.initbulk.perturb import perturbed_frames
 from dpgen_ng.ledger import Ledger
 from dpgen_ng.rng import stage_rng
@@ -93,9 +92,7 @@ def label_and_collect(params: InitBulkParams, out: Path, name: str, specs: list[
     good, failed = [], []
     for spec in specs:
         task_dir = md_root / spec.path
-        rc = exit_code(task_dir)
-        res = lab.parse(task_dir) if rc == 0 else Failure(
-            "crashed", f"exit code {rc}; stderr: {tail(task_dir / lab.errlog, 3)}")
+        res = lab.result(task_dir)
         if isinstance(res, Failure):
             failed.append(f"{task_dir}: {res.kind}: {res.detail}")
         else:

@@ -11,12 +11,11 @@ from typing import Any
 import dpdata
 import numpy as np
 
-from dpgen_ng.dispatch import TaskSpec, exit_code
+from dpgen_ng.dispatch import TaskSpec
 from dpgen_ng.errors import StageError
 from dpgen_ng.explore import lammps
 from dpgen_ng.explore.select import CANDIDATE, Trust, classify, select_system
 from dpgen_ng.fp import Failure, Labeler, labeler_class
-from dpgen_ng.fp.base import tail
 from dpgen_ng.io import atomic_write_json, atomic_write_text
 from dpgen_ng.stages import model_devi
 from dpgen_ng.stages.context import IterContext, read_manifest, write_manifest
@@ -110,15 +109,6 @@ def run(ctx: IterContext) -> None:
     ctx.dispatcher("fp").run(ctx.iteration, "fp", fp_dir, specs, tolerate_failure=True)
 
 
-def _parse_task(lab: Labeler, task_dir: Path) -> dpdata.LabeledSystem | Failure:
-    rc = exit_code(task_dir)
-    if rc is None:
-        return Failure("crashed", "the job never completed (lost or killed after all retries)")
-    if rc != 0:
-        return Failure("crashed", f"exit code {rc}; stderr: {tail(task_dir / lab.errlog, 3)}")
-    return lab.parse(task_dir)
-
-
 def write_data(out_dir: Path, systems: list[dpdata.LabeledSystem], type_map: tuple[str, ...]) -> int:
     """Write labeled frames to ``out_dir/<formula>/`` (deepmd/npy), replacing it atomically."""
     ms = dpdata.MultiSystems(type_map=list(type_map))
@@ -145,7 +135,7 @@ def post(ctx: IterContext) -> None:
     records = []
     reasons: Counter[str] = Counter()
     for t in tasks:
-        out = _parse_task(lab, fp_dir / t["path"])
+        out = lab.result(fp_dir / t["path"])
         if isinstance(out, Failure):
             reasons[out.kind] += 1
             records.append({"path": t["path"], "status": "failed", "kind": out.kind, "detail": out.detail})

@@ -11,12 +11,11 @@ import dpdata
 import numpy as np
 
 from dpgen_ng.config.param import job_json
-from dpgen_ng.dispatch import TaskSpec, exit_code
+from dpgen_ng.dispatch import TaskSpec, read_task_rc
 from dpgen_ng.errors import StageError, UserError
 from dpgen_ng.explore import lammps
 from dpgen_ng.explore.devi import read_model_devi
-from dpgen_ng.fp.base import tail
-from dpgen_ng.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from dpgen_ng.io import atomic_write_bytes, atomic_write_json, atomic_write_text, tail
 from dpgen_ng.rng import draw_seed
 from dpgen_ng.stages.context import IterContext, read_manifest, write_manifest
 
@@ -112,8 +111,9 @@ def post(ctx: IterContext) -> None:
     for i, t in enumerate(manifest["tasks"]):
         task_dir = md_dir / t["path"]
         devi_path = task_dir / lammps.DEVI
-        rc = exit_code(task_dir)
-        if not devi_path.is_file():
+        info = read_task_rc(task_dir)
+        rc = None if info is None else info.rc
+        if info is None or lammps.DEVI in info.missing or not devi_path.is_file():
             broken.append(f"{task_dir}: exit code {rc}, no {lammps.DEVI}; "
                           f"log: {tail(task_dir / lammps.LOG, 2) or tail(task_dir / 'lmp.err', 2)}")
             continue

@@ -1,0 +1,52 @@
+# dpgen_ng: `make demo` and `make test` do all set-up on a fresh Debian 12 machine (as root),
+# then run. Both are idempotent and quick once set up.
+SHELL      := /bin/bash
+PYTHON     ?= python3
+VENV       := .venv
+PY         := $(VENV)/bin/python
+STAMP      := $(VENV)/.installed
+APT_PKGS   := python3-venv xtb cp2k
+DEMO_DIR   ?= demo-run
+PYTEST_ARGS ?=
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: all setup apt venv demo test lint bench clean
+
+all: test
+
+setup: apt venv
+
+# Debian packages: installed only when one is missing (dpkg -s is fast).
+apt:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt-get install$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# The Python stack, pinned in pyproject.toml (re-installed when it changes).
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: setup
+	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR) && cp examples/methane/* $(DEMO_DIR)/
+	cd $(DEMO_DIR) && dpgen init_bulk init.json machine.json
+	cd $(DEMO_DIR) && time dpgen run param.json machine.json
+
+test: setup
+	$(VENV)/bin/ruff check dpgen_ng tests bench
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check dpgen_ng tests bench
+
+bench: setup
+	$(PY) bench/iteration.py
+
+clean:
+	rm -rf $(DEMO_DIR) build .pytest_cache .ruff_cache

@@ -1,0 +1,51 @@
+"""Shared fixtures. The real engines (dp, lmp, xtb, cp2k) are expected on PATH: `make test`
+installs them; running pytest from the venv puts the venv's bin first on PATH here."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from dpgen_ng.log import quiet_dpdispatcher
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "methane"
+DATA = Path(__file__).resolve().parent / "data"
+
+os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+for var in ("OMP_NUM_THREADS", "DP_INTRA_OP_PARALLELISM_THREADS", "DP_INTER_OP_PARALLELISM_THREADS"):
+    os.environ.setdefault(var, "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet_dpdispatcher()
+
+
+def load_example(name: str) -> dict:
+    return json.loads((EXAMPLE / name).read_text())
+
+
+def write_json(path: Path, obj: dict) -> Path:
+    path.write_text(json.dumps(obj, indent=2))
+    return path
+
+
+@pytest.fixture
+def example_param() -> dict:
+    return load_example("param.json")
+
+
+@pytest.fixture
+def example_machine() -> dict:
+    return load_example("machine.json")
+
+
+@pytest.fixture
+def methane_dir(tmp_path: Path) -> Path:
+    """A work dir holding a copy of the methane example files."""
+    for f in EXAMPLE.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    return tmp_path

@@ -1,0 +1,86 @@
+"""The dispatcher on dpdispatcher's real Shell batch + LocalContext (tiny shell tasks)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dpgen_ng.config.machine import parse_stage
+from dpgen_ng.dispatch import Dispatcher, TaskSpec, read_task_rc, task_id
+from dpgen_ng.errors import StageError
+from dpgen_ng.ledger import Ledger
+
+
+def stage(tmp_path: Path, group_size: int = 1) -> object:
+    return parse_stage({
+        "command": "bash",
+        "machine": {"batch_type": "Shell", "context_type": "LocalContext", "local_root": "./",
+                    "remote_root": str(tmp_path / "remote"), "retry_count": 0},
+        "resources": {"group_size": group_size, "para_deg": 2},
+        "check_interval": 0.2,
+    }, "fp", "fp")
+
+
+def make_tasks(base: Path, n: int, body: str) -> list[TaskSpec]:
+    specs = []
+    for i in range(n):
+        d = base / f"task.{i:03d}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "in.txt").write_text(f"{i}\n")
+        specs.append(TaskSpec(d.name, body, ("in.txt",), ("out.txt",), "log", "err"))
+    return specs
+
+
+def test_runs_once_then_skips(tmp_path):
+    base = tmp_path / "stage"
+    counter = tmp_path / "count.log"
+    specs = make_tasks(base, 3, f"echo run >> {counter}; cat in.txt > out.txt")
+    with Ledger(tmp_path) as led:
+        disp = Dispatcher(tmp_path, stage(tmp_path, group_size=2), led)
+        res = disp.run(0, "fp", base, specs)
+        assert [r.rc for r in res] == [0, 0, 0]
+        assert (base / "task.002" / "out.txt").read_text() == "2\n"
+        assert counter.read_text().count("run") == 3
+        res2 = disp.run(0, "fp", base, specs)  # all done: nothing is submitted again
+        assert [r.task_id for r in res2] == [r.task_id for r in res]
+        assert counter.read_text().count("run") == 3
+        assert {r.state for r in led.tasks()} == {"finished"}
+        assert all(r.runs == 1 for r in led.tasks())
+        (base / "task.001" / "in.txt").write_text("changed\n")  # new inputs: a new task
+        disp.run(0, "fp", base, specs)
+        assert counter.read_text().count("run") == 4
+
+
+def test_task_id_depends_on_inputs(tmp_path):
+    specs = make_tasks(tmp_path, 1, "true")
+    a = task_id(tmp_path, specs[0])
+    assert a == task_id(tmp_path, specs[0])
+    (tmp_path / "task.000" / "in.txt").write_text("x")
+    assert task_id(tmp_path, specs[0]) != a
+    assert task_id(tmp_path, TaskSpec("task.000", "false", ("in.txt",), ())) != a
+
+
+def test_tolerated_failure_is_a_result(tmp_path):
+    base = tmp_path / "stage"
+    specs = make_tasks(base, 2, "if [ $(cat in.txt) = 1 ]; then echo boom >&2; exit 3; fi; touch out.txt")
+    with Ledger(tmp_path) as led:
+        res = Dispatcher(tmp_path, stage(tmp_path), led).run(0, "fp", base, specs, tolerate_failure=True)
+        assert [r.rc for r in res] == [0, 3]
+        assert led.get(res[1].task_id).state == "failed"
+        assert led.get(res[1].task_id).reason == "exit code 3"
+    # the output the failed task never made was declared missing (and replaced by an empty file)
+    assert read_task_rc(base / "task.001").missing == ("out.txt",)
+    assert read_task_rc(base / "task.000").missing == ()
+
+
+def test_failure_names_dir_exit_code_and_stderr(tmp_path):
+    base = tmp_path / "stage"
+    specs = make_tasks(base, 2, "if [ $(cat in.txt) = 1 ]; then echo boom-$(cat in.txt) >&2; exit 3; fi; "
+                                "touch out.txt")
+    with Ledger(tmp_path) as led, pytest.raises(StageError) as info:
+        Dispatcher(tmp_path, stage(tmp_path), led).run(0, "train", base, specs)
+    msg = str(info.value)
+    assert "1 train task(s) failed" in msg
+    assert str(base / "task.001") in msg
+    assert "boom-1" in msg

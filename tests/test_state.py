@@ -1,0 +1,55 @@
+"""record.dpgen and the task ledger."""
+
+from __future__ import annotations
+
+import pytest
+
+from dpgen_ng.errors import UserError
+from dpgen_ng.ledger import Ledger, TaskUpdate
+from dpgen_ng.record import append_record, next_step, read_record
+
+
+def test_record_roundtrip_last_line_wins(tmp_path):
+    assert read_record(tmp_path) == (0, -1)
+    append_record(tmp_path, 0, 0)
+    append_record(tmp_path, 0, 1)
+    assert read_record(tmp_path) == (0, 1)
+    assert (tmp_path / "record.dpgen").read_text() == "0 0\n0 1\n"
+    (tmp_path / "record.dpgen").write_text("0 0\n0 1\n0 0\n\n")
+    assert read_record(tmp_path) == (0, 0)
+
+
+def test_record_malformed(tmp_path):
+    (tmp_path / "record.dpgen").write_text("0 x\n")
+    with pytest.raises(UserError, match="record.dpgen"):
+        read_record(tmp_path)
+    (tmp_path / "record.dpgen").write_text("0 9\n")
+    with pytest.raises(UserError, match="step 9"):
+        read_record(tmp_path)
+
+
+def test_next_step():
+    assert next_step((0, -1)) == (0, 0)
+    assert next_step((0, 7)) == (0, 8)
+    assert next_step((0, 8)) == (1, 0)
+
+
+def test_ledger_states_runs_and_meta(tmp_path):
+    with Ledger(tmp_path) as led:
+        led.update([TaskUpdate("a", 0, "fp", "iter.000000/02.fp/task.000.000000", "submitted")])
+        assert led.get("a").state == "submitted" and led.get("a").runs == 0
+        led.update([TaskUpdate("a", 0, "fp", "p", "finished", seconds=1.5)])
+        led.update([TaskUpdate("a", 0, "fp", "p", "finished")])  # reconciling again is not a new run
+        row = led.get("a")
+        assert (row.state, row.runs, row.seconds) == ("finished", 1, 1.5)
+        led.update([TaskUpdate("b", 1, "train", "q", "failed", reason="exit code 3")])
+        assert [r.task_id for r in led.tasks(stage="train")] == ["b"]
+        assert led.get("b").reason == "exit code 3"
+        led.meta_set("k", "v1")
+        led.meta_set("k", "v2")
+        assert led.meta_get("k") == "v2"
+        assert led.get("zzz") is None
+        with pytest.raises(ValueError):
+            led.update([TaskUpdate("c", 0, "fp", "p", "bogus")])
+    with Ledger(tmp_path) as led:  # persisted
+        assert led.get("a").state == "finished"
