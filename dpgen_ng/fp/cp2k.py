@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import dpdata
+import numpy as np
 from ase.data import atomic_numbers
 
 from dpgen_ng.config.fields import Field, as_dict, as_str
@@ -201,4 +202,23 @@ class Cp2kLabeler(Labeler):
             system = dpdata.LabeledSystem(str(path), fmt="cp2k/output", type_map=list(self.type_map))
         except Exception as exc:  # noqa: BLE001 - any dpdata failure is a parse error of this task
             return Failure("parse_error", f"dpdata cp2k/output: {type(exc).__name__}: {exc}")
+        if "virials" not in system.data:
+            stress = read_stress_gpa(text)
+            if stress is not None:  # CP2K ≥ 2023 prints "STRESS| Analytical stress tensor [GPa]"
+                volume = abs(np.linalg.det(system["cells"][0]))
+                system.data["virials"] = (stress * volume / EV_PER_A3_IN_GPA)[None]
         return self.checked(system)
+
+
+EV_PER_A3_IN_GPA = 160.21766208
+
+
+def read_stress_gpa(text: str) -> np.ndarray | None:
+    """The last analytical stress tensor (GPa) in the ``STRESS|`` block format of CP2K ≥ 2023."""
+    lines = text.splitlines()
+    found = None
+    for i, line in enumerate(lines):
+        if "STRESS| Analytical stress tensor [GPa]" in line:
+            rows = [lines[i + 2 + k].split()[2:5] for k in range(3)]
+            found = np.array(rows, dtype=float)
+    return found

@@ -1,0 +1,146 @@
+"""Labelers: inputs, real xtb / CP2K runs on CH4, parsing of real CP2K outputs, failure kinds."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dpdata
+import numpy as np
+import pytest
+
+from dpgen_ng.config.machine import parse_stage
+from dpgen_ng.dispatch import Dispatcher, TaskSpec
+from dpgen_ng.fp import Failure, labeler_class
+from dpgen_ng.fp.cp2k import default_input, merge
+from dpgen_ng.fp.xtb import read_engrad
+from dpgen_ng.ledger import Ledger
+from tests.conftest import DATA, EXAMPLE
+
+TYPE_MAP = ("H", "C")
+
+
+def ch4(drop_h: bool = False) -> dpdata.System:
+    s = dpdata.System(str(EXAMPLE / "CH4.POSCAR"), fmt="vasp/poscar", type_map=list(TYPE_MAP))
+    return s.pick_atom_idx([1, 2, 3, 4]) if drop_h else s
+
+
+def labeler(style: str, raw: dict | None = None):
+    cls = labeler_class(style)
+    return cls(cls.parse_settings(raw or {}, ""), TYPE_MAP)
+
+
+def run_labels(tmp_path: Path, lab, frames: list[dpdata.System], command: str) -> list:
+    """Write and run label tasks through the real dispatcher (Shell, local); return results."""
+    base = tmp_path / "fp"
+    specs = []
+    for i, frame in enumerate(frames):
+        d = base / f"task.000.{i:06d}"
+        d.mkdir(parents=True)
+        lab.write_inputs(frame, d)
+        specs.append(TaskSpec(d.name, lab.command(command), tuple(lab.forward_files()),
+                              tuple(lab.backward_files()), lab.outlog, lab.errlog))
+    st = parse_stage({"command": command, "machine": {"batch_type": "Shell", "context_type": "LocalContext",
+                                                      "remote_root": str(tmp_path / "remote")},
+                      "resources": {"group_size": 4, "para_deg": 2, "envs": {"OMP_NUM_THREADS": 1}},
+                      "check_interval": 0.2}, "fp", "fp")
+    with Ledger(tmp_path) as led:
+        Dispatcher(tmp_path, st, led).run(0, "fp", base, specs, tolerate_failure=True)
+    return [lab.result(base / s.path) for s in specs]
+
+
+@pytest.mark.engine
+def test_xtb_labels_ch4(tmp_path):
+    frames = [ch4()]
+    moved = ch4()
+    moved.data["coords"][0, 0] += [0.1, -0.05, 0.02]
+    frames.append(moved)
+    res = run_labels(tmp_path, labeler("xtb"), frames, "xtb")
+    for r in res:
+        assert isinstance(r, dpdata.LabeledSystem), r
+        assert r["energies"][0] == pytest.approx(-4.175 * 27.2114, rel=2e-3)
+        assert np.abs(r["forces"][0].sum(axis=0)).max() < 1e-3  # no net force on a free molecule
+        assert r["atom_names"] == ["H", "C"]
+    assert np.abs(res[0]["forces"]).max() < 0.5 < np.abs(res[1]["forces"]).max()
+
+
+def test_xtb_crash_is_reported(tmp_path):
+    res = run_labels(tmp_path, labeler("xtb"), [ch4()], "false")
+    assert isinstance(res[0], Failure) and res[0].kind == "crashed" and "exit code 1" in res[0].detail
+
+
+def test_missing_output_is_reported(tmp_path):
+    res = run_labels(tmp_path, labeler("xtb"), [ch4()], "true")
+    assert isinstance(res[0], Failure) and res[0].kind == "missing_output"
+
+
+def test_engrad_reader(tmp_path):
+    p = tmp_path / "x.engrad"
+    p.write_text("#\n# atoms\n#\n2\n#\n# energy\n#\n -1.5\n#\n# grad\n#\n0.1\n0.2\n0.3\n-0.1\n-0.2\n-0.3\n"
+                 "#\n# coords\n#\n1 0 0 0\n1 0 0 1.4\n")
+    e, g = read_engrad(p)
+    assert e == -1.5 and g.shape == (2, 3) and g[1, 2] == -0.3
+
+
+def test_non_finite_rejected():
+    lab = labeler("xtb")
+    s = ch4()
+    data = dict(s.data, energies=np.array([np.nan]), forces=np.zeros((1, 5, 3)))
+    out = lab.checked(dpdata.LabeledSystem(data=data))
+    assert isinstance(out, Failure) and out.kind == "non_finite"
+
+
+def test_cp2k_input_defaults_merge_and_multiplicity():
+    lab = labeler("cp2k", {"user_fp_params": {"force_eval": {"dft": {"mgrid": {"cutoff": 250}}}}})
+    text = lab.input_text(ch4())
+    assert "PRINT_LEVEL MEDIUM" in text and "RUN_TYPE ENERGY_FORCE" in text
+    assert "CUTOFF 250" in text and "CUTOFF 300" not in text
+    assert "MULTIPLICITY 1" in text and "UKS" not in text
+    assert "&KIND H" in text and "&KIND C" in text and "@include coord.xyz" in text
+    assert "A 10.0000000000 0.0000000000 0.0000000000" in text
+    radical = lab.input_text(ch4(drop_h=True))  # CH3: odd electron count
+    assert "MULTIPLICITY 2" in radical and "UKS .TRUE." in radical
+    assert default_input() == default_input()  # never mutated by the calls above
+    assert merge({"A": {"B": 1}}, {"a": {"c": 2}}) == {"A": {"B": 1, "c": 2}}
+
+
+def test_cp2k_template(tmp_path):
+    tpl = tmp_path / "template.inp"
+    tpl.write_text("&FORCE_EVAL\n &SUBSYS\n  &CELL\n   ABC 1 1 1\n  &END CELL\n"
+                   "  &COORD\n   @include coord.xyz\n  &END COORD\n &END SUBSYS\n&END FORCE_EVAL\n")
+    lab = labeler("cp2k", {"external_input_path": str(tpl)})
+    text = lab.input_text(ch4())
+    assert "   A 10.0000000000" in text and "ABC" not in text
+    tpl.write_text("&CELL\n&END\n")
+    with pytest.raises(Exception, match="ABC"):
+        labeler("cp2k", {"external_input_path": str(tpl)})
+
+
+def test_cp2k_parses_real_outputs_like_dpdata(tmp_path):
+    ref = dpdata.LabeledSystem(str(DATA / "cp2k" / "cp2k_normal_output"), fmt="cp2k/output")
+    cls = labeler_class("cp2k")
+    lab = cls(cls.parse_settings({}, ""), tuple(ref["atom_names"]))
+    d = tmp_path / "ok"
+    d.mkdir()
+    shutil.copy(DATA / "cp2k" / "cp2k_normal_output", d / "output")
+    out = lab.parse(d)
+    assert isinstance(out, dpdata.LabeledSystem)
+    for key in ("energies", "forces", "coords", "cells"):
+        assert np.allclose(out[key], ref[key]), key
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(DATA / "cp2k" / "cp2k_nocon_output", bad / "output")
+    res = lab.parse(bad)
+    assert isinstance(res, Failure) and res.kind == "unconverged"
+
+
+@pytest.mark.engine
+def test_cp2k_real_run_ch4(tmp_path):
+    lab = labeler("cp2k", {"user_fp_params": {"FORCE_EVAL": {"DFT": {"MGRID": {"CUTOFF": 200,
+                                                                               "REL_CUTOFF": 30}}}}})
+    (res,) = run_labels(tmp_path, lab, [ch4()], "cp2k")
+    assert isinstance(res, dpdata.LabeledSystem), res
+    assert res["energies"][0] == pytest.approx(-8.07 * 27.2114, rel=0.02)  # PBE/DZVP CH4, ~-8.07 Ha
+    assert res["forces"].shape == (1, 5, 3) and np.all(np.isfinite(res["forces"]))
+    vir = res["virials"][0]  # CP2K 2023's stress block, which dpdata 1.1 does not read
+    assert np.allclose(vir, vir.T, atol=1e-4) and np.trace(vir) > 0
