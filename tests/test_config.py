@@ -165,7 +165,7 @@ def test_machine_ok_and_errors(example_machine):
     m = parse_machine(example_machine)
     assert m["train"].command == "dp"
     assert m["fp"].resources["group_size"] == 50
-    assert m["fp"].check_interval == 0.5
+    assert m["fp"].check_interval == 0.25
     bad = copy.deepcopy(example_machine)
     bad["fp"]["resources"]["grop_size"] = 2
     with pytest.raises(UserError) as info:

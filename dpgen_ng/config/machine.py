@@ -25,7 +25,7 @@ from dpgen_ng.io import read_config_file
 
 STAGES = ("train", "model_devi", "fp")
 # How often to poll when the stage does not say: a local shell is cheap to ask, a scheduler is not.
-DEFAULT_POLL = MappingProxyType({"Shell": 0.5})
+DEFAULT_POLL = MappingProxyType({"Shell": 0.25})
 DEFAULT_POLL_SCHEDULER = 10.0
 
 

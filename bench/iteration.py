@@ -1,0 +1,113 @@
+"""Benchmark: one methane iteration (train → explore → label) on this machine.
+
+Prints the wall time, the time spent inside external programs (dp, lmp, xtb: the union of the
+start–end intervals every task records in its ``dpgen_task.rc``), and the engine's own overhead
+(the rest: input writing, selection, parsing, dpdispatcher submission and polling).
+Target: overhead ≤ 2 % of the iteration. A figure, not a test.
+
+    python bench/iteration.py [--keep DIR] [--steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]
+
+from dpgen_ng.config.init import parse_init_params  # noqa: E402
+from dpgen_ng.config.machine import parse_machine  # noqa: E402
+from dpgen_ng.config.param import parse_run_params  # noqa: E402
+from dpgen_ng.dispatch import read_task_rc  # noqa: E402
+from dpgen_ng.initbulk.bulk import init_bulk  # noqa: E402
+from dpgen_ng.ledger import Ledger  # noqa: E402
+from dpgen_ng.log import setup_logging  # noqa: E402
+from dpgen_ng.loop import STEP_FUNCS  # noqa: E402
+from dpgen_ng.record import STEPS, append_record  # noqa: E402
+from dpgen_ng.stages.context import IterContext  # noqa: E402
+
+EXAMPLE = ROOT / "examples" / "methane"
+
+
+def union_seconds(intervals: list[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(intervals):
+        if b <= end:
+            continue
+        total += b - max(a, end)
+        end = b
+    return total
+
+
+def task_intervals(stage_dir: Path) -> list[tuple[float, float]]:
+    out = []
+    for rc in stage_dir.glob("*/dpgen_task.rc"):
+        info = read_task_rc(rc.parent)
+        if info is not None:
+            out.append((info.start, info.end))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--keep", type=Path, help="work dir to use and keep (default: a temp dir)")
+    ap.add_argument("--steps", type=int, default=None, help="override training numb_steps")
+    args = ap.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="dpgen-bench-"))
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    for f in EXAMPLE.iterdir():
+        shutil.copy(f, work / f.name)
+    setup_logging(work)
+    raw_machine = json.loads((EXAMPLE / "machine.json").read_text())
+    machines = parse_machine(raw_machine)
+    init = parse_init_params(json.loads((EXAMPLE / "init.json").read_text()), work)
+    init_bulk(init, work, machines)
+    raw = json.loads((EXAMPLE / "param.json").read_text())
+    if args.steps:
+        raw["default_training_param"]["training"]["numb_steps"] = args.steps
+    params = parse_run_params(raw)
+
+    step_wall: dict[str, float] = {}
+    t_start = time.time()
+    with Ledger(work) as ledger:
+        ctx = IterContext(work.resolve(), 0, params, machines, ledger)
+        for step, func in enumerate(STEP_FUNCS):
+            t0 = time.time()
+            func(ctx)
+            append_record(work, 0, step)
+            step_wall[STEPS[step]] = time.time() - t0
+    wall = time.time() - t_start
+
+    stage_dirs = {"train": ctx.stage_dir(0), "model_devi": ctx.stage_dir(1), "fp": ctx.stage_dir(2)}
+    external = {k: union_seconds(task_intervals(d)) for k, d in stage_dirs.items()}
+    ext_total = sum(external.values())
+    overhead = wall - ext_total
+    print(f"methane iteration 0 in {work}")
+    print(f"{'step':<18}{'wall s':>9}")
+    for name, secs in step_wall.items():
+        print(f"{name:<18}{secs:>9.2f}")
+    print()
+    for stage, secs in external.items():
+        run = step_wall[f"run_{stage}"]
+        print(f"{stage:<11} external programs {secs:7.2f} s   run step {run:7.2f} s   "
+              f"dispatch overhead {run - secs:6.2f} s")
+    print()
+    print(f"wall time of the iteration   {wall:8.2f} s")
+    print(f"inside external programs     {ext_total:8.2f} s")
+    print(f"engine overhead (the rest)   {overhead:8.2f} s = {100 * overhead / wall:.1f} % (target ≤ 2 %)")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
