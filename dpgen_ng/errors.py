@@ -16,6 +16,10 @@ class UserError(Exception):
         self.expected = expected
         super().__init__(self.line())
 
+    def in_file(self, name: str) -> UserError:
+        """The same error, its location prefixed with the file it came from."""
+        return UserError(self.what, f"{name}: {self.where}" if self.where else name, self.expected)
+
     def line(self) -> str:
         text = self.what
         if self.where:

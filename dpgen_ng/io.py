@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dpgen_ng.errors import UserError
+
+T = TypeVar("T")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -50,6 +53,15 @@ def append_line_synced(path: Path, line: str) -> None:
         fh.write(line.rstrip("\n") + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def load_config(path: Path, parse: Callable[[dict[str, Any]], T]) -> T:
+    """Read a JSON/YAML file and parse it; a :class:`UserError` then names the file too."""
+    raw = read_config_file(path)
+    try:
+        return parse(raw)
+    except UserError as exc:
+        raise exc.in_file(Path(path).name) from None
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

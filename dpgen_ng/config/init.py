@@ -18,8 +18,8 @@ from dpgen_ng.config.fields import (
     positive,
 )
 from dpgen_ng.errors import UserError
-from dpgen_ng.fp import labeler_class, labeler_keys, labeler_names
-from dpgen_ng.io import read_config_file
+from dpgen_ng.fp import labeler_names, split_labeler_keys
+from dpgen_ng.io import load_config
 
 STAGE_NAMES = {1: "relax", 2: "scale/perturb", 3: "AIMD", 4: "collect (label + deepmd/npy)"}
 SUPPORTED_STAGES = (2, 4)
@@ -83,16 +83,10 @@ class InitBulkParams:
 
 def parse_init_params(raw: dict[str, Any], base_dir: Path) -> InitBulkParams:
     style = raw.get("init_fp_style", "xtb")
-    if not isinstance(style, str) or style not in labeler_names():
-        raise UserError(f"init_fp_style {style!r} is not supported", "init_fp_style",
-                        "one of " + ", ".join(labeler_names()))
-    cls = labeler_class(style)
-    own = {k: raw[k] for k in cls.KEYS if k in raw}
-    fp_settings = cls.parse_settings(own, "")
-    foreign = {k: f"it belongs to init_fp_style '{s}'" for s, keys in labeler_keys().items()
-               for k in keys if k not in cls.KEYS}
-    p = parse_section({k: v for k, v in raw.items() if k not in cls.KEYS}, _FIELDS, "",
-                      UNSUPPORTED, foreign)
+    if not isinstance(style, str):
+        raise UserError(f"got {style!r}", "init_fp_style", "one of " + ", ".join(labeler_names()))
+    fp_settings, rest, foreign = split_labeler_keys(raw, style, "init_fp_style")
+    p = parse_section(rest, _FIELDS, "", UNSUPPORTED, foreign)
     for s in p["stages"]:
         if s not in SUPPORTED_STAGES:
             raise UserError(f"stage {s} ({STAGE_NAMES[s]}) is not supported yet", "stages",
@@ -119,9 +113,4 @@ def parse_init_params(raw: dict[str, Any], base_dir: Path) -> InitBulkParams:
 
 
 def load_init_params(path: Path, workdir: Path) -> InitBulkParams:
-    raw = read_config_file(path)
-    try:
-        return parse_init_params(raw, workdir)
-    except UserError as exc:
-        where = f"{Path(path).name}: {exc.where}" if exc.where else Path(path).name
-        raise UserError(exc.what, where, exc.expected) from None
+    return load_config(path, lambda raw: parse_init_params(raw, workdir))

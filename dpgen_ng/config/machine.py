@@ -21,7 +21,7 @@ from dpgen_ng.config.fields import (
     positive,
 )
 from dpgen_ng.errors import UserError
-from dpgen_ng.io import read_config_file
+from dpgen_ng.io import load_config
 
 STAGES = ("train", "model_devi", "fp")
 # How often to poll when the stage does not say: a local shell is cheap to ask, a scheduler is not.
@@ -177,9 +177,4 @@ def parse_machine(raw: dict[str, Any], required: tuple[str, ...] = STAGES) -> Ma
 
 
 def load_machine(path: Path, required: tuple[str, ...] = STAGES) -> MachineSettings:
-    raw = read_config_file(path)
-    try:
-        return parse_machine(raw, required)
-    except UserError as exc:
-        where = f"{Path(path).name}: {exc.where}" if exc.where else Path(path).name
-        raise UserError(exc.what, where, exc.expected) from None
+    return load_config(path, lambda raw: parse_machine(raw, required))

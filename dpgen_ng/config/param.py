@@ -25,8 +25,8 @@ from dpgen_ng.config.fields import (
 )
 from dpgen_ng.errors import UserError
 from dpgen_ng.explore.lammps import ENSEMBLES
-from dpgen_ng.fp import labeler_class, labeler_keys, labeler_names
-from dpgen_ng.io import read_config_file
+from dpgen_ng.fp import labeler_names, split_labeler_keys
+from dpgen_ng.io import load_config
 
 # DP-GEN keys that we recognise but do not implement yet: never silently ignored.
 UNSUPPORTED: dict[str, str] = {
@@ -351,35 +351,16 @@ def _check_trust(p: dict[str, Any], nsys: int) -> None:
                                 f"model_devi_{kind}_trust_lo", "lo < hi")
 
 
-def _fp_settings(raw: dict[str, Any], style: str) -> tuple[Any, set[str]]:
-    """Parse the labeler's own keys; return its settings and the keys it consumed."""
-    if style not in labeler_names():
-        if style in DPGEN_FP_STYLES:
-            raise UserError(f"fp_style '{style}' is not supported yet", "fp_style",
-                            "one of " + ", ".join(labeler_names()))
-        raise UserError(f"unknown fp_style '{style}'", "fp_style",
-                        "one of " + ", ".join(labeler_names()))
-    cls = labeler_class(style)
-    own = {k: raw[k] for k in cls.KEYS if k in raw}
-    return cls.parse_settings(own, ""), set(cls.KEYS)
-
-
 def parse_run_params(raw: dict[str, Any]) -> RunParams:
     """Validate a param.json mapping. Raises :class:`UserError` on the first problem."""
     fp_style = raw.get("fp_style")
-    own_fp_keys: set[str] = set()
-    if isinstance(fp_style, str):
-        fp_settings, own_fp_keys = _fp_settings(raw, fp_style)
-    foreign = {
-        k: f"it belongs to fp_style '{style}', not '{fp_style}'"
-        for style, keys in labeler_keys().items()
-        for k in keys
-        if k not in own_fp_keys
-    }
-    base = {k: v for k, v in raw.items() if k not in own_fp_keys}
+    if fp_style in DPGEN_FP_STYLES:
+        raise UserError(f"fp_style '{fp_style}' is not supported yet", "fp_style",
+                        "one of " + ", ".join(labeler_names()))
+    if not isinstance(fp_style, str):
+        raise UserError("missing or not a string", "fp_style", "one of " + ", ".join(labeler_names()))
+    fp_settings, base, foreign = split_labeler_keys(raw, fp_style, "fp_style")
     p = parse_section(base, _FIELDS, "", UNSUPPORTED, foreign)
-    if not isinstance(fp_style, str):  # parse_section has reported a missing key or wrong type
-        raise UserError("fp_style must be a string", "fp_style")
 
     ntypes = len(p["type_map"])
     if len(set(p["type_map"])) != ntypes:
@@ -452,9 +433,4 @@ def parse_run_params(raw: dict[str, Any]) -> RunParams:
 
 
 def load_run_params(path: Path) -> RunParams:
-    raw = read_config_file(path)
-    try:
-        return parse_run_params(raw)
-    except UserError as exc:
-        where = f"{Path(path).name}: {exc.where}" if exc.where else Path(path).name
-        raise UserError(exc.what, where, exc.expected) from None
+    return load_config(path, parse_run_params)

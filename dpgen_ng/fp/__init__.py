@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+from dpgen_ng.errors import UserError
 from dpgen_ng.fp.base import FAILURE_KINDS, Failure, Labeler
 
 __all__ = ["FAILURE_KINDS", "Failure", "Labeler", "labeler_class", "labeler_keys",
-           "labeler_names", "register"]
+           "labeler_names", "register", "split_labeler_keys"]
 
 _registry: dict[str, type[Labeler]] = {}
 
@@ -40,6 +41,22 @@ def labeler_class(name: str) -> type[Labeler]:
 def labeler_keys() -> MappingProxyType:
     """{style: its top-level param keys}."""
     return MappingProxyType({name: tuple(cls.KEYS) for name, cls in _registry.items()})
+
+
+def split_labeler_keys(raw: dict, style: str, style_key: str) -> tuple[object, dict, dict[str, str]]:
+    """Parse the keys the labeler ``style`` owns out of ``raw``.
+
+    Returns its settings, the rest of ``raw``, and {key: why} for keys owned by other labelers
+    (so that such a key is reported as misplaced rather than unknown).
+    """
+    if style not in _registry:
+        raise UserError(f"unknown {style_key} '{style}'", style_key, "one of " + ", ".join(labeler_names()))
+    cls = _registry[style]
+    settings = cls.parse_settings({k: raw[k] for k in cls.KEYS if k in raw}, "")
+    rest = {k: v for k, v in raw.items() if k not in cls.KEYS}
+    foreign = {k: f"it belongs to {style_key} '{other}', not '{style}'"
+               for other, keys in labeler_keys().items() for k in keys if k not in cls.KEYS}
+    return settings, rest, foreign
 
 
 # The engines (import registers them).
