@@ -1,0 +1,78 @@
+"""Stages one by one on the real engines: init_bulk (xtb) → train (dp, 2 tiny models) →
+model_devi (lmp with the DeePMD plugin) → fp make (selection), without the loop around them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from dpgen_ng.config.init import parse_init_params
+from dpgen_ng.config.machine import parse_machine
+from dpgen_ng.config.param import parse_run_params
+from dpgen_ng.initbulk.bulk import init_bulk
+from dpgen_ng.ledger import Ledger
+from dpgen_ng.stages import fp, model_devi, train
+from dpgen_ng.stages.context import IterContext
+from tests.conftest import EXAMPLE, load_example
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    w = tmp_path_factory.mktemp("stages")
+    shutil.copy(EXAMPLE / "CH4.POSCAR", w)
+    m = load_example("machine.json")
+    for stage in ("train", "model_devi", "fp"):
+        m[stage]["machine"]["remote_root"] = str(w / "remote")
+    machines = parse_machine(m)
+    init = load_example("init.json")
+    init["pert_numb"] = 10
+    report = init_bulk(parse_init_params(init, w), w, machines)
+    assert report["labeled"] == 11 and report["failed"] == 0
+    p = load_example("param.json")
+    p["numb_models"] = 2
+    p["default_training_param"]["training"].update(numb_steps=20, disp_freq=10, save_freq=20)
+    p["model_devi_jobs"] = [{"sys_idx": [0], "temps": [300], "trj_freq": 5, "nsteps": 50,
+                             "ensemble": "npt", "press": [1.0]}]
+    p["model_devi_f_trust_lo"], p["model_devi_f_trust_hi"] = 0.0, 1e6
+    p["fp_task_max"] = 3
+    with Ledger(w) as ledger:
+        yield IterContext(w.resolve(), 0, parse_run_params(p), machines, ledger)
+
+
+def test_train_explore_select(work):
+    ctx = work
+    for step in (train.make, train.run, train.post):
+        step(ctx)
+    tdir = ctx.stage_dir(0)
+    inputs = [json.loads((tdir / f"{k:03d}" / "input.json").read_text()) for k in range(2)]
+    assert inputs[0]["model"]["descriptor"]["seed"] != inputs[1]["model"]["descriptor"]["seed"]
+    assert inputs[0]["training"]["training_data"]["batch_size"] == [7]  # auto: ceil(32 / 5 atoms)
+    for k in range(2):
+        assert (tdir / f"graph.{k:03d}.pb").resolve().stat().st_size > 0
+
+    for step in (model_devi.make, model_devi.run, model_devi.post):
+        step(ctx)
+    mdir = ctx.stage_dir(1)
+    text = (mdir / "task.000.000000" / "input.lammps").read_text()
+    assert "pair_style      deepmd ../graph.000.pb ../graph.001.pb out_freq ${THERMO_FREQ}" in text
+    assert "fix 1 all npt temp ${TEMP} ${TEMP} ${TAU_T} iso ${PRES} ${PRES} ${TAU_P}" in text
+    table = np.load(mdir / "model_devi.npz")
+    assert table["step"].tolist()[:3] == [0, 5, 10]
+    assert len(table["step"]) == 2 * 11  # 2 confs × (50 / 5 + 1) frames
+    assert np.all(np.isfinite(table["max_devi_f"])) and np.all(table["max_devi_f"] > 0)
+
+    fp.make(ctx)
+    sel = json.loads((ctx.stage_dir(2) / "selection.json").read_text())["systems"]["000"]
+    assert sel["candidate"] == 22 and len(sel["picked"]) == 3
+    for i in range(3):
+        task = ctx.stage_dir(2) / f"task.000.{i:06d}"
+        assert (task / "conf.xyz").is_file() and (task / "POSCAR").is_file()
+    # a re-made step writes identical inputs (the ids of finished tasks stay valid)
+    before = (ctx.stage_dir(2) / "task.000.000001" / "conf.xyz").read_bytes()
+    fp.make(ctx)
+    assert (ctx.stage_dir(2) / "task.000.000001" / "conf.xyz").read_bytes() == before
