@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from dpgen_ng.config.machine import parse_stage
 from dpgen_ng.dispatch import Dispatcher, TaskSpec, read_task_rc, task_id
-from dpgen_ng.errors import StageError
+from dpgen_ng.errors import StageError, UserError
 from dpgen_ng.ledger import Ledger
 
 
@@ -84,3 +85,18 @@ def test_failure_names_dir_exit_code_and_stderr(tmp_path):
     assert "1 train task(s) failed" in msg
     assert str(base / "task.001") in msg
     assert "boom-1" in msg
+
+
+def test_user_forward_files_reach_every_task(tmp_path):
+    base = tmp_path / "stage"
+    (tmp_path / "shared.dat").write_text("common\n")
+    st = dataclasses.replace(stage(tmp_path), user_forward_files=("shared.dat",))
+    specs = make_tasks(base, 2, "cat shared.dat > out.txt")
+    with Ledger(tmp_path) as led:
+        res = Dispatcher(tmp_path, st, led).run(0, "fp", base, specs)
+    assert [r.rc for r in res] == [0, 0]
+    assert (base / "task.001" / "out.txt").read_text() == "common\n"
+    missing = dataclasses.replace(st, user_forward_files=("nope.dat",))
+    other = make_tasks(tmp_path / "other", 1, "true")
+    with Ledger(tmp_path) as led, pytest.raises(UserError, match="nope.dat"):
+        Dispatcher(tmp_path, missing, led).run(0, "fp", tmp_path / "other", other)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dpgen_ng.config.machine import StageMachine
-from dpgen_ng.errors import StageError
+from dpgen_ng.errors import StageError, UserError
 from dpgen_ng.io import tail
 from dpgen_ng.ledger import Ledger, TaskUpdate
 
@@ -115,14 +115,6 @@ def read_task_rc(task_dir: Path) -> RcInfo | None:
         return None
 
 
-def read_rc(task_dir: Path, tid: str) -> TaskResult | None:
-    """The task's result if its rc file exists and belongs to this task id."""
-    info = read_task_rc(task_dir)
-    if info is None or info.task_id != tid:
-        return None
-    return TaskResult(str(task_dir), tid, info.rc, info.start, info.end)
-
-
 def exit_code(task_dir: Path) -> int | None:
     """The exit code a finished task left in its rc file (None if it never finished)."""
     info = read_task_rc(task_dir)
@@ -164,48 +156,58 @@ class Dispatcher:
         naming each failed task's directory, exit code and the tail of its stderr.
         """
         work_base = Path(work_base).resolve()
-        ids = [task_id(work_base, s) for s in specs]
+
+        def result(spec: TaskSpec, tid: str, reason: str | None = None) -> TaskResult | None:
+            info = read_task_rc(work_base / spec.path)
+            if info is None or info.task_id != tid:
+                return None if reason is None else TaskResult(spec.path, tid, None, reason=reason)
+            return TaskResult(spec.path, tid, info.rc, info.start, info.end,
+                              None if info.rc == 0 else f"exit code {info.rc}")
+
+        def where(spec: TaskSpec) -> str:
+            return str((work_base / spec.path).relative_to(self.workdir))
+
+        def ledger_rows(rows: list[tuple[TaskSpec, TaskResult]]) -> list[TaskUpdate]:
+            return [TaskUpdate(r.task_id, iteration, stage, where(s), "finished" if r.ok else "failed",
+                               r.reason, seconds=_secs(r)) for s, r in rows]
+
         results: dict[str, TaskResult] = {}
         pending: list[tuple[TaskSpec, str]] = []
-        for spec, tid in zip(specs, ids):
-            done = read_rc(work_base / spec.path, tid)
-            if done is not None and (done.rc == 0 or tolerate_failure):
-                results[spec.path] = TaskResult(spec.path, tid, done.rc, done.start, done.end)
+        for spec in specs:
+            tid = task_id(work_base, spec)
+            done = result(spec, tid)
+            if done is not None and (done.ok or tolerate_failure):
+                results[spec.path] = done
             else:
                 pending.append((spec, tid))
-        rel = lambda p: str((work_base / p).relative_to(self.workdir))  # noqa: E731
-        self.ledger.update(
-            TaskUpdate(tid, iteration, stage, rel(r.path), "finished" if r.ok else "failed",
-                       None if r.ok else f"exit code {r.rc}", seconds=_secs(r))
-            for r in (results[s.path] for s, _ in zip(specs, ids) if s.path in results)
-        )
-        if pending:
-            log.info("%s: %d task(s) to run, %d already done", stage, len(pending), len(results))
-            self.ledger.update(TaskUpdate(tid, iteration, stage, rel(s.path), "submitted")
-                               for s, tid in pending)
-            error = self._submit(work_base, pending, common_files, tolerate_failure)
-            updates = []
-            for spec, tid in pending:
-                res = read_rc(work_base / spec.path, tid)
-                if res is None:
-                    res = TaskResult(spec.path, tid, None, reason=error or "no result came back")
-                else:
-                    res = TaskResult(spec.path, tid, res.rc, res.start, res.end,
-                                     None if res.rc == 0 else f"exit code {res.rc}")
-                results[spec.path] = res
-                updates.append(TaskUpdate(tid, iteration, stage, rel(spec.path),
-                                          "finished" if res.ok else "failed", res.reason,
-                                          seconds=_secs(res)))
-            self.ledger.update(updates)
-            bad = [(s, results[s.path]) for s, _ in pending if not results[s.path].ok]
-            if bad and not tolerate_failure:
-                lines = [f"{len(bad)} {stage} task(s) failed:"]
-                for spec, res in bad:
-                    code = "no exit code (job lost)" if res.rc is None else f"exit code {res.rc}"
-                    err = tail(work_base / spec.path / spec.errlog, 3) or (res.reason or "")[-300:]
-                    lines.append(f"  {work_base / spec.path}: {code}; stderr: {err}")
-                raise StageError("\n".join(lines))
+        self.ledger.update(ledger_rows([(s, results[s.path]) for s in specs if s.path in results]))
+        if not pending:
+            return [results[s.path] for s in specs]
+
+        log.info("%s: %d task(s) to run, %d already done", stage, len(pending), len(results))
+        self.ledger.update(TaskUpdate(tid, iteration, stage, where(s), "submitted") for s, tid in pending)
+        error = self._submit(work_base, pending, common_files, tolerate_failure)
+        finished = [(s, result(s, tid, error or "no result came back")) for s, tid in pending]
+        self.ledger.update(ledger_rows(finished))
+        results.update((s.path, r) for s, r in finished)
+        bad = [(s, r) for s, r in finished if not r.ok]
+        if bad and not tolerate_failure:
+            lines = [f"{len(bad)} {stage} task(s) failed:"]
+            for spec, res in bad:
+                code = "no exit code (job lost)" if res.rc is None else f"exit code {res.rc}"
+                err = tail(work_base / spec.path / spec.errlog, 3) or (res.reason or "")[-300:]
+                lines.append(f"  {work_base / spec.path}: {code}; stderr: {err}")
+            raise StageError("\n".join(lines))
         return [results[s.path] for s in specs]
+
+    def _user_file(self, name: str) -> Path:
+        """A ``user_forward_files`` entry (absolute, or relative to the work dir), which must exist."""
+        path = Path(name).expanduser()
+        path = path if path.is_absolute() else self.workdir / path
+        if not path.exists():
+            raise UserError(f"{path} does not exist", f"{self.settings.stage}.user_forward_files",
+                            "files to copy into every task of the stage")
+        return path.resolve()
 
     def _submit(
         self,
@@ -217,12 +219,19 @@ class Dispatcher:
         from dpdispatcher import Machine, Resources, Submission, Task
 
         st = self.settings
+        user_files = [self._user_file(f) for f in st.user_forward_files]
+        for spec, _ in pending:
+            for src in user_files:
+                link = work_base / spec.path / src.name
+                if link.is_symlink() or link.exists():
+                    link.unlink()
+                link.symlink_to(src)
         tasks = [
             Task(
                 command=wrap_command(spec.command, tid, tolerate_failure,
                                      list(spec.backward_files) + list(st.user_backward_files)),
                 task_work_path=spec.path,
-                forward_files=list(spec.forward_files) + list(st.user_forward_files),
+                forward_files=list(spec.forward_files) + [f.name for f in user_files],
                 backward_files=list(spec.backward_files) + [RC_FILE] + list(st.user_backward_files),
                 outlog=spec.outlog,
                 errlog=spec.errlog,
