@@ -191,9 +191,3 @@ def batch_size(value: Any, where: str) -> int | str:
         raise UserError(f"got {value!r}", where, "a positive integer, 'auto' or 'auto:N'")
     return positive(as_int)(value, where)
 
-
-def section(fields: Mapping[str, Field], unsupported: Mapping[str, str] | None = None) -> Parser:
-    def parse(value: Any, where: str) -> dict[str, Any]:
-        return parse_section(value, fields, where, unsupported)
-
-    return parse

@@ -17,6 +17,7 @@ from dpgen_ng.config.fields import (
     as_float,
     as_str,
     list_of,
+    nearest,
     parse_section,
     positive,
 )
@@ -163,8 +164,6 @@ def parse_machine(raw: dict[str, Any], required: tuple[str, ...] = STAGES) -> Ma
     for key in raw:
         if key.startswith("_") or key in known:
             continue
-        from dpgen_ng.config.fields import nearest
-
         raise UserError(f"unknown key '{key}'", key, nearest(key, sorted(known)))
     stages = {}
     for stage in STAGES:
