@@ -6,6 +6,7 @@ of the task's inputs, so a re-made step yields the same ids and finished work is
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -29,6 +30,16 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_stage ON tasks (iteration, stage);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    iteration       INTEGER NOT NULL,
+    stage           TEXT NOT NULL,
+    work_base       TEXT NOT NULL,
+    submission_hash TEXT NOT NULL,
+    task_ids        TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    created         REAL NOT NULL
+);
 """
 
 STATES = ("made", "submitted", "finished", "failed")
@@ -45,6 +56,15 @@ class TaskRow:
     job_id: str | None
     runs: int
     seconds: float | None
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """One submission of a stage's tasks, kept so that a restart re-attaches to its jobs."""
+
+    batch_id: int
+    submission_hash: str
+    task_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -132,6 +152,28 @@ class Ledger:
             query += " WHERE " + " AND ".join(clauses)
         query += " ORDER BY iteration, stage, path"
         return [TaskRow(*r) for r in self._db.execute(query, args).fetchall()]
+
+    def add_batch(self, iteration: int, stage: str, work_base: str, submission_hash: str,
+                  task_ids: list[str]) -> int:
+        with self._db:
+            cur = self._db.execute(
+                "INSERT INTO batches (iteration, stage, work_base, submission_hash, task_ids, state, "
+                "created) VALUES (?, ?, ?, ?, ?, 'open', ?)",
+                (iteration, stage, work_base, submission_hash, json.dumps(task_ids), time.time()),
+            )
+        return int(cur.lastrowid)
+
+    def open_batches(self, iteration: int, stage: str, work_base: str) -> list[BatchRow]:
+        rows = self._db.execute(
+            "SELECT batch_id, submission_hash, task_ids FROM batches WHERE iteration = ? AND stage = ? "
+            "AND work_base = ? AND state = 'open' ORDER BY batch_id",
+            (iteration, stage, work_base),
+        ).fetchall()
+        return [BatchRow(r[0], r[1], tuple(json.loads(r[2]))) for r in rows]
+
+    def close_batch(self, batch_id: int, state: str = "done") -> None:
+        with self._db:
+            self._db.execute("UPDATE batches SET state = ? WHERE batch_id = ?", (state, batch_id))
 
     def meta_get(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

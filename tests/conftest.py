@@ -49,3 +49,28 @@ def methane_dir(tmp_path: Path) -> Path:
     for f in EXAMPLE.iterdir():
         shutil.copy(f, tmp_path / f.name)
     return tmp_path
+
+
+INFRA = Path(__file__).resolve().parent / "infra"
+SCHED_DIR = Path(os.environ.get("DPGEN_NG_SCHED_DIR", "/tmp/dpgen_ng-sched"))
+
+
+@pytest.fixture(scope="session")
+def sched() -> dict:
+    """A real single-node Slurm (munge, slurmctld, slurmd) and an sshd on 127.0.0.1:2222 with key
+    auth, brought up by tests/infra/slurm-sshd-up.sh (idempotent) and stopped at the end."""
+    if shutil.which("slurmctld") is None or not Path("/usr/sbin/sshd").exists():
+        pytest.skip("Slurm/sshd are not installed (make test installs them)")
+    env = dict(os.environ, SCHED_DIR=str(SCHED_DIR), SSH_PORT="2222", SSH_USER="root")
+    import subprocess
+
+    up = subprocess.run(["bash", str(INFRA / "slurm-sshd-up.sh")], env=env, capture_output=True, text=True,
+                        timeout=300)
+    if up.returncode != 0:
+        pytest.fail("could not start Slurm + sshd:\n" + up.stdout[-2000:] + up.stderr[-2000:])
+    values = {}
+    for line in (SCHED_DIR / "env").read_text().splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        values[key] = value
+    yield values
+    subprocess.run(["bash", str(INFRA / "slurm-sshd-down.sh")], env=env, capture_output=True, timeout=120)

@@ -66,7 +66,7 @@ def test_tolerated_failure_is_a_result(tmp_path):
     base = tmp_path / "stage"
     specs = make_tasks(base, 2, "if [ $(cat in.txt) = 1 ]; then echo boom >&2; exit 3; fi; touch out.txt")
     with Ledger(tmp_path) as led:
-        res = Dispatcher(tmp_path, stage(tmp_path), led).run(0, "fp", base, specs, tolerate_failure=True)
+        res = Dispatcher(tmp_path, stage(tmp_path), led).run(0, "fp", base, specs, allow_failures=True)
         assert [r.rc for r in res] == [0, 3]
         assert led.get(res[1].task_id).state == "failed"
         assert led.get(res[1].task_id).reason == "exit code 3"

@@ -45,7 +45,7 @@ def run_labels(tmp_path: Path, lab, frames: list[dpdata.System], command: str) -
                       "resources": {"group_size": 4, "para_deg": 2, "envs": {"OMP_NUM_THREADS": 1}},
                       "check_interval": 0.2}, "fp", "fp")
     with Ledger(tmp_path) as led:
-        Dispatcher(tmp_path, st, led).run(0, "fp", base, specs, tolerate_failure=True)
+        Dispatcher(tmp_path, st, led).run(0, "fp", base, specs, allow_failures=True)
     return [lab.result(base / s.path) for s in specs]
 
 

@@ -14,10 +14,12 @@ import hashlib
 import logging
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dpgen_ng.config.machine import StageMachine
+from dpgen_ng.dispatch.driver import Batch, Driver
 from dpgen_ng.errors import StageError, UserError
 from dpgen_ng.io import tail
 from dpgen_ng.ledger import Ledger, TaskUpdate
@@ -72,17 +74,18 @@ def task_id(work_base: Path, spec: TaskSpec) -> str:
     return h.hexdigest()[:24]
 
 
-def wrap_command(command: str, tid: str, tolerate_failure: bool, outputs: Sequence[str] = ()) -> str:
+def wrap_command(command: str, tid: str, exit_zero: bool, outputs: Sequence[str] = ()) -> str:
     """The command as submitted: runs ``command`` in a subshell and leaves the rc file.
 
-    With ``tolerate_failure`` the job always succeeds for the scheduler, and declared outputs
-    that the command did not make are created empty (dpdispatcher refuses to download a
-    missing file) and named in the rc file, so the parser reports them as missing.
+    Declared outputs that the command did not make are created empty (dpdispatcher refuses to
+    download a missing file) and named in the rc file, so that parsers report them as missing.
+    The job exits with the command's exit code (so dpdispatcher retries it up to
+    ``retry_count``), or with 0 when ``exit_zero`` (a failure that is a result, not an accident).
     """
-    final = "0" if tolerate_failure else "$_dpgen_rc"
+    final = "0" if exit_zero else "$_dpgen_rc"
     fill = ""
     plain = [o for o in outputs if not any(c in o for c in "*?[")]
-    if tolerate_failure and plain:
+    if plain:
         names = " ".join(shlex.quote(o) for o in plain)
         fill = (f'for _f in {names}; do [ -e "$_f" ] || {{ : > "$_f"; _dpgen_miss="$_dpgen_miss,$_f"; }}; '
                 "done; ")
@@ -121,6 +124,49 @@ def exit_code(task_dir: Path) -> int | None:
     return None if info is None else info.rc
 
 
+@dataclass
+class _StageRun:
+    """The tasks of one ``Dispatcher.run`` call and what is known about them."""
+
+    workdir: Path
+    iteration: int
+    stage: str
+    work_base: Path
+    specs: Sequence[TaskSpec]
+    allow_failures: bool
+    ids: dict[str, str] = field(default_factory=dict)  # task path -> task id
+    reasons: dict[str, str] = field(default_factory=dict)  # task path -> why its job failed
+
+    def __post_init__(self) -> None:
+        self.ids = {spec.path: task_id(self.work_base, spec) for spec in self.specs}
+
+    def where(self, path: str) -> str:
+        """A task directory as the ledger names it (relative to the work dir when inside it)."""
+        full = self.work_base / path
+        return str(full.relative_to(self.workdir)) if full.is_relative_to(self.workdir) else str(full)
+
+    def result(self, spec: TaskSpec) -> TaskResult:
+        tid = self.ids[spec.path]
+        info = read_task_rc(self.work_base / spec.path)
+        if info is None or info.task_id != tid:
+            return TaskResult(spec.path, tid, None, reason=self.reasons.get(spec.path, "not run"))
+        return TaskResult(spec.path, tid, info.rc, info.start, info.end,
+                          None if info.rc == 0 else f"exit code {info.rc}")
+
+    def done(self, spec: TaskSpec) -> bool:
+        res = self.result(spec)
+        return res.ok or (res.rc is not None and self.allow_failures)
+
+    def settled(self, spec: TaskSpec) -> TaskUpdate:
+        res = self.result(spec)
+        return TaskUpdate(res.task_id, self.iteration, self.stage, self.where(spec.path),
+                          "finished" if res.ok else "failed", res.reason, seconds=_secs(res))
+
+    def submitted(self, path: str, job_id: str) -> TaskUpdate:
+        return TaskUpdate(self.ids[path], self.iteration, self.stage, self.where(path), "submitted",
+                          job_id=job_id)
+
+
 class Dispatcher:
     """Runs tasks of one stage on the machine configured for it."""
 
@@ -128,6 +174,107 @@ class Dispatcher:
         self.workdir = Path(workdir)
         self.settings = settings
         self.ledger = ledger
+
+    def run(
+        self,
+        iteration: int,
+        stage: str,
+        work_base: Path,
+        specs: Sequence[TaskSpec],
+        common_files: Sequence[str] = (),
+        *,
+        allow_failures: bool = False,
+        retry_failures: bool = True,
+    ) -> list[TaskResult]:
+        """Run every task not yet done; return one result per spec, in order.
+
+        A failed job is resubmitted up to the machine's ``retry_count`` (with ``retry_failures``
+        off a non-zero exit is final at once). Then, with ``allow_failures`` a failed task is a
+        result (rc ≠ 0, or rc None for a job that never completed); without it a
+        :class:`StageError` names each failed task's directory, exit code and stderr tail.
+        """
+        run = _StageRun(self.workdir, iteration, stage, Path(work_base).resolve(), specs, allow_failures)
+        self.ledger.update(run.settled(s) for s in specs if run.done(s))
+        pending = [s for s in specs if not run.done(s)]
+        if pending:
+            log.info("%s: %d task(s) to run, %d already done", stage, len(pending),
+                     len(specs) - len(pending))
+            self._dispatch(run, pending, common_files, retry_failures)
+        out = [run.result(s) for s in specs]
+        bad = [(s, r) for s, r in zip(specs, out) if not r.ok]
+        if bad and not allow_failures:
+            lines = [f"{len(bad)} {stage} task(s) failed:"]
+            for spec, res in bad:
+                code = "no exit code (job lost)" if res.rc is None else f"exit code {res.rc}"
+                err = tail(run.work_base / spec.path / spec.errlog, 3) or (res.reason or "")[-400:]
+                lines.append(f"  {run.work_base / spec.path}: {code}; stderr: {err}")
+            raise StageError("\n".join(lines))
+        return out
+
+    def _dispatch(self, run: _StageRun, pending: list[TaskSpec], common_files: Sequence[str],
+                  retry_failures: bool) -> None:
+        st = self.settings
+        user_files = [self._user_file(f) for f in st.user_forward_files]
+        for spec in pending:
+            for src in user_files:
+                link = run.work_base / spec.path / src.name
+                if link.is_symlink() or link.exists():
+                    link.unlink()
+                link.symlink_to(src)
+        by_id = {run.ids[s.path]: s for s in run.specs}
+        pending_ids = {run.ids[s.path] for s in pending}
+        base_key = run.where(".")
+
+        def build(ids: Sequence[str]):  # noqa: ANN202 - a dpdispatcher Submission
+            return self._submission(run.work_base, [(by_id[t], t) for t in ids], common_files,
+                                    retry_failures, user_files)
+
+        # re-attach to batches a killed run left behind (same tasks → same submission hash)
+        batches: list[Batch] = []
+        covered: set[str] = set()
+        for row in self.ledger.open_batches(run.iteration, run.stage, base_key):
+            if not set(row.task_ids) <= by_id.keys():
+                self.ledger.close_batch(row.batch_id, "abandoned")  # the tasks changed since
+                continue
+            if not set(row.task_ids) & pending_ids:
+                self.ledger.close_batch(row.batch_id)
+                continue
+            sub = build(row.task_ids)
+            if sub.submission_hash != row.submission_hash:
+                log.warning("%s: the machine settings changed since batch %d was submitted; its "
+                            "unfinished tasks are submitted anew", run.stage, row.batch_id)
+                self.ledger.close_batch(row.batch_id, "abandoned")
+                continue
+            log.info("%s: re-attaching to %d task(s) submitted earlier", run.stage, len(row.task_ids))
+            batches.append(Batch(row.batch_id, sub))
+            covered |= set(row.task_ids)
+        rest = [run.ids[s.path] for s in pending if run.ids[s.path] not in covered]
+        if rest:
+            sub = build(rest)
+            bid = self.ledger.add_batch(run.iteration, run.stage, base_key, sub.submission_hash, rest)
+            batches.append(Batch(bid, sub))
+
+        ours = {s.path: s for s in pending}
+
+        def on_submitted(batch: Batch, job: Any) -> None:
+            self.ledger.update(run.submitted(t.task_work_path, str(job.job_id))
+                               for t in job.job_task_list if t.task_work_path in ours)
+
+        def on_job_done(batch: Batch, job: Any) -> None:
+            reason = getattr(job, "failure_reason", None)
+            for t in job.job_task_list:
+                if t.task_work_path in ours:
+                    if reason:
+                        run.reasons[t.task_work_path] = " ".join(str(reason).split())[:1000]
+                    self.ledger.update([run.settled(ours[t.task_work_path])])
+
+        ratio = float((st.resources.get("strategy") or {}).get("ratio_unfinished", 0.0))
+        if ratio and not run.allow_failures:
+            log.warning("%s: ratio_unfinished is ignored: every %s task must succeed", run.stage, run.stage)
+            ratio = 0.0
+        Driver(st.check_interval, on_submitted, on_job_done, ratio).drive(batches)
+        for batch in batches:
+            self.ledger.close_batch(batch.batch_id)
 
     def _machine_dict(self, work_base: Path) -> dict:
         m = dict(self.settings.machine)
@@ -140,66 +287,6 @@ class Dispatcher:
             m["remote_root"] = remote
         return m
 
-    def run(
-        self,
-        iteration: int,
-        stage: str,
-        work_base: Path,
-        specs: Sequence[TaskSpec],
-        common_files: Sequence[str] = (),
-        tolerate_failure: bool = False,
-    ) -> list[TaskResult]:
-        """Run every task not yet done; return one result per spec, in order.
-
-        With ``tolerate_failure`` a task's non-zero exit is a result (rc ≠ 0), not an error, and
-        jobs lost after retries give ``rc=None``; otherwise any failure raises :class:`StageError`
-        naming each failed task's directory, exit code and the tail of its stderr.
-        """
-        work_base = Path(work_base).resolve()
-
-        def result(spec: TaskSpec, tid: str, reason: str | None = None) -> TaskResult | None:
-            info = read_task_rc(work_base / spec.path)
-            if info is None or info.task_id != tid:
-                return None if reason is None else TaskResult(spec.path, tid, None, reason=reason)
-            return TaskResult(spec.path, tid, info.rc, info.start, info.end,
-                              None if info.rc == 0 else f"exit code {info.rc}")
-
-        def where(spec: TaskSpec) -> str:
-            return str((work_base / spec.path).relative_to(self.workdir))
-
-        def ledger_rows(rows: list[tuple[TaskSpec, TaskResult]]) -> list[TaskUpdate]:
-            return [TaskUpdate(r.task_id, iteration, stage, where(s), "finished" if r.ok else "failed",
-                               r.reason, seconds=_secs(r)) for s, r in rows]
-
-        results: dict[str, TaskResult] = {}
-        pending: list[tuple[TaskSpec, str]] = []
-        for spec in specs:
-            tid = task_id(work_base, spec)
-            done = result(spec, tid)
-            if done is not None and (done.ok or tolerate_failure):
-                results[spec.path] = done
-            else:
-                pending.append((spec, tid))
-        self.ledger.update(ledger_rows([(s, results[s.path]) for s in specs if s.path in results]))
-        if not pending:
-            return [results[s.path] for s in specs]
-
-        log.info("%s: %d task(s) to run, %d already done", stage, len(pending), len(results))
-        self.ledger.update(TaskUpdate(tid, iteration, stage, where(s), "submitted") for s, tid in pending)
-        error = self._submit(work_base, pending, common_files, tolerate_failure)
-        finished = [(s, result(s, tid, error or "no result came back")) for s, tid in pending]
-        self.ledger.update(ledger_rows(finished))
-        results.update((s.path, r) for s, r in finished)
-        bad = [(s, r) for s, r in finished if not r.ok]
-        if bad and not tolerate_failure:
-            lines = [f"{len(bad)} {stage} task(s) failed:"]
-            for spec, res in bad:
-                code = "no exit code (job lost)" if res.rc is None else f"exit code {res.rc}"
-                err = tail(work_base / spec.path / spec.errlog, 3) or (res.reason or "")[-300:]
-                lines.append(f"  {work_base / spec.path}: {code}; stderr: {err}")
-            raise StageError("\n".join(lines))
-        return [results[s.path] for s in specs]
-
     def _user_file(self, name: str) -> Path:
         """A ``user_forward_files`` entry (absolute, or relative to the work dir), which must exist."""
         path = Path(name).expanduser()
@@ -209,55 +296,37 @@ class Dispatcher:
                             "files to copy into every task of the stage")
         return path.resolve()
 
-    def _submit(
-        self,
-        work_base: Path,
-        pending: list[tuple[TaskSpec, str]],
-        common_files: Sequence[str],
-        tolerate_failure: bool,
-    ) -> str | None:
+    def _submission(self, work_base: Path, items: list[tuple[TaskSpec, str]],
+                    common_files: Sequence[str], retry_failures: bool, user_files: list[Path]) -> Any:
         from dpdispatcher import Machine, Resources, Submission, Task
 
         st = self.settings
-        user_files = [self._user_file(f) for f in st.user_forward_files]
-        for spec, _ in pending:
-            for src in user_files:
-                link = work_base / spec.path / src.name
-                if link.is_symlink() or link.exists():
-                    link.unlink()
-                link.symlink_to(src)
-        tasks = [
-            Task(
-                command=wrap_command(spec.command, tid, tolerate_failure,
-                                     list(spec.backward_files) + list(st.user_backward_files)),
+        tasks = []
+        for spec, tid in items:
+            backward = list(dict.fromkeys([*spec.backward_files, *st.user_backward_files,
+                                           spec.outlog, spec.errlog]))
+            tasks.append(Task(
+                command=wrap_command(spec.command, tid, not retry_failures, backward),
                 task_work_path=spec.path,
                 forward_files=list(spec.forward_files) + [f.name for f in user_files],
-                backward_files=list(spec.backward_files) + [RC_FILE] + list(st.user_backward_files),
+                backward_files=backward + [RC_FILE],
                 outlog=spec.outlog,
                 errlog=spec.errlog,
-            )
-            for spec, tid in pending
-        ]
-        machine = Machine.load_from_dict(self._machine_dict(work_base))
-        resources = Resources.load_from_dict(dict(st.resources))
-        submission = Submission(
+            ))
+        sub = Submission(
             work_base=str(work_base),
-            machine=machine,
-            resources=resources,
+            machine=Machine.load_from_dict(self._machine_dict(work_base)),
+            resources=Resources.load_from_dict(dict(st.resources)),
             task_list=tasks,
             forward_common_files=list(common_files),
             backward_common_files=[],
+            continue_on_failure=True,
         )
-        try:
-            submission.run_submission(check_interval=st.check_interval, continue_on_failure=True)
-        except RuntimeError as exc:  # retries exhausted for some job(s)
-            log.warning("dispatch of %d task(s) in %s ended with failures", len(pending), work_base)
-            return " ".join(str(exc).split())[:2000]
-        return None
+        sub.generate_jobs()
+        return sub
 
 
 def _secs(res: TaskResult) -> float | None:
     if res.start is None or res.end is None:
         return None
     return res.end - res.start
-

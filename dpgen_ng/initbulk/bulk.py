@@ -88,7 +88,7 @@ def label_and_collect(params: InitBulkParams, out: Path, name: str, specs: list[
     md_root = out / "02.md" / name
     with Ledger(workdir) as ledger:
         Dispatcher(workdir, machines["fp"], ledger).run(0, "init_label", md_root, specs,
-                                                       tolerate_failure=True)
+                                                       allow_failures=True)
     good, failed = [], []
     for spec in specs:
         task_dir = md_root / spec.path

@@ -106,7 +106,7 @@ def run(ctx: IterContext) -> None:
     cmd = lab.command(ctx.machines["fp"].command)
     specs = [TaskSpec(t["path"], cmd, tuple(lab.forward_files()), tuple(lab.backward_files()),
                       lab.outlog, lab.errlog) for t in tasks]
-    ctx.dispatcher("fp").run(ctx.iteration, "fp", fp_dir, specs, tolerate_failure=True)
+    ctx.dispatcher("fp").run(ctx.iteration, "fp", fp_dir, specs, allow_failures=True)
 
 
 def write_data(out_dir: Path, systems: list[dpdata.LabeledSystem], type_map: tuple[str, ...]) -> int:

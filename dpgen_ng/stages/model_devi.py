@@ -96,9 +96,10 @@ def run(ctx: IterContext) -> None:
                       (lammps.DEVI, lammps.TRAJ, lammps.LOG), "lmp.out", "lmp.err")
              for t in manifest["tasks"]]
     common = [f"graph.{k:03d}.pb" for k in range(ctx.params.numb_models)]
-    # An MD run that blows up (lost atoms, NaN) is signal, not an error: post keeps its frames.
+    # An MD run that blows up (lost atoms, NaN) is signal, not an error: post keeps its frames,
+    # and running it again would blow up the same way.
     ctx.dispatcher("model_devi").run(ctx.iteration, "model_devi", md_dir, specs, common,
-                                     tolerate_failure=True)
+                                     allow_failures=True, retry_failures=False)
 
 
 def post(ctx: IterContext) -> None:

@@ -101,7 +101,7 @@ def run(ctx: IterContext) -> None:
     specs = [TaskSpec(t, cmd, (deepmd.INPUT,), deepmd.BACKWARD, deepmd.LOG, "train.err")
              for t in manifest["tasks"]]
     common = [d for d in ("data.init", "data.iters") if any((train_dir / d).iterdir())]
-    ctx.dispatcher("train").run(ctx.iteration, "train", train_dir, specs, common, tolerate_failure=False)
+    ctx.dispatcher("train").run(ctx.iteration, "train", train_dir, specs, common)
 
 
 def post(ctx: IterContext) -> None:
