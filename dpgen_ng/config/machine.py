@@ -103,6 +103,7 @@ def _resources(value: Any, where: str, batch_type: str) -> dict[str, Any]:
     d.setdefault("gpu_per_node", 0)
     d.setdefault("queue_name", "")
     d.setdefault("group_size", 1)
+    d.setdefault("kwargs", {})  # LSF requires it; dpdispatcher fills every batch type's defaults
     arg = Resources.arginfo(detail_kwargs=True)
     try:
         d = arg.normalize_value({**d, "batch_type": batch_type}, trim_pattern="_*")
