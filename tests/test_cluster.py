@@ -97,8 +97,16 @@ def test_methane_on_slurm_killed_while_jobs_run_then_reattached(sched, tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "dpgen_ng.cli", "run", "param.json", "machine.json"],
                             cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    # kill dpgen while the 4 training jobs are queued or running on Slurm and none has ended
-    while not (sbatch_calls(tmp_path) == after_init + 4 and ended(work, "train") == 0):
+
+    def train_jobs_recorded() -> bool:
+        if not (work / ".dpgen" / "ledger.sqlite").exists():
+            return False
+        with Ledger(work) as led:
+            rows = led.tasks(iteration=0, stage="train")
+        return len(rows) == 4 and all(r.job_id for r in rows)
+
+    # kill dpgen once the 4 training jobs are on Slurm (their ids recorded) and none has ended
+    while not (train_jobs_recorded() and ended(work, "train") == 0):
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)

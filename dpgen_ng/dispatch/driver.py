@@ -87,20 +87,34 @@ class Driver:
             sub.update_submission_state()
             if not sub.check_all_finished():
                 sub.upload_jobs()
-                sub.handle_unexpected_submission_state(continue_on_failure=True)
-                sub.submission_to_json()
+                self._submit_each(batch)
 
         self._retrying("submit", start)
         log.debug("submission %s: %d job(s)", sub.submission_hash, len(sub.belonging_jobs))
         self._report_jobs(batch)
+
+    def _submit_each(self, batch: Batch) -> None:
+        """Submit (or resubmit) jobs one by one, recording each job id at once.
+
+        dpdispatcher's own call submits every job and then writes its recovery file; a crash in
+        between leaves jobs nobody knows about, which a restart would submit again. Writing the
+        file (and the ledger) after each submission narrows that window to a single job.
+        """
+        sub = batch.submission
+        for job in sub.belonging_jobs:
+            before = job.job_id
+            job.handle_unexpected_job_state(continue_on_failure=True)
+            if job.job_id != before:
+                sub.submission_to_json()
+                self._report_jobs(batch)
+        sub.submission_to_json()
 
     def _poll(self, batch: Batch) -> None:
         sub = batch.submission
 
         def poll() -> None:
             sub.update_submission_state()
-            sub.handle_unexpected_submission_state(continue_on_failure=True)
-            sub.submission_to_json()
+            self._submit_each(batch)
 
         self._retrying("poll", poll)
         self._report_jobs(batch)
