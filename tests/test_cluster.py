@@ -235,8 +235,8 @@ def test_sshd_restart_while_polling(sched, tmp_path):
     restarted = []
 
     def restart_sshd() -> None:
-        with Ledger(tmp_path) as led:
-            while not any(r.job_id for r in led.tasks()):
+        with Ledger(tmp_path) as led:  # wait until both jobs are submitted: dpgen is polling
+            while sum(1 for r in led.tasks() if r.job_id) < 2:
                 time.sleep(0.1)
         master, children = _sshd_pids()
         for pid in [*children, master]:
@@ -247,16 +247,18 @@ def test_sshd_restart_while_polling(sched, tmp_path):
 
     thread = threading.Thread(target=restart_sshd)
     thread.start()
-    with Ledger(tmp_path) as led:
-        res = Dispatcher(tmp_path, st, led).run(0, "fp", base, specs)
-    thread.join()
+    try:
+        with Ledger(tmp_path) as led:
+            res = Dispatcher(tmp_path, st, led).run(0, "fp", base, specs)
+    finally:
+        thread.join()
+        # the rest of the suite (and the down script) must find the new sshd by its pid
+        new_master = int((SCHED_DIR / "ssh" / "sshd.pid").read_text())
+        pids = (SCHED_DIR / "pids").read_text().splitlines()
+        (SCHED_DIR / "pids").write_text("\n".join(f"sshd {new_master}" if p.startswith("sshd ") else p
+                                                  for p in pids) + "\n")
     assert restarted and [r.rc for r in res] == [0, 0]
     assert (base / "task.001" / "out.txt").read_text() == "ok\n"
-    # the rest of the suite (and the down script) find a running sshd again
-    new_master = int((SCHED_DIR / "ssh" / "sshd.pid").read_text())
-    pids = (SCHED_DIR / "pids").read_text().splitlines()
-    (SCHED_DIR / "pids").write_text("\n".join(f"sshd {new_master}" if p.startswith("sshd ") else p
-                                              for p in pids) + "\n")
 
 
 @pytest.mark.parametrize("flavor", ["pbs", "lsf"])

@@ -14,13 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from paramiko.ssh_exception import SSHException
+
 from dpgen_ng.errors import StageError
 
 log = logging.getLogger("dpgen_ng.dispatch")
 
 # What a poll may raise while the scheduler or the SSH link is away, before dpdispatcher's own
 # retries give up; we wait and try again up to ``reconnect_timeout``.
-TRANSIENT: tuple[type[BaseException], ...] = (OSError, EOFError, RuntimeError)
+TRANSIENT: tuple[type[BaseException], ...] = (OSError, EOFError, RuntimeError, SSHException)
 
 
 @dataclass
@@ -55,6 +57,19 @@ class Driver:
         self.on_job_done = on_job_done
         self.ratio_unfinished = ratio_unfinished
         self.reconnect_timeout = reconnect_timeout
+        self._batches: list[Batch] = []
+
+    def _revive(self) -> None:
+        """Reconnect SSH sessions whose link dropped (dpdispatcher only does so on some paths,
+        and keeps a dead SFTP channel otherwise)."""
+        for batch in self._batches:
+            session = getattr(batch.submission.machine.context, "ssh_session", None)
+            if session is None:
+                continue
+            try:
+                session.ensure_alive(max_check=3, sleep_time=2)
+            except Exception as exc:  # noqa: BLE001 - the caller's retry loop decides
+                log.debug("reconnect failed: %s", exc)
 
     def _retrying(self, what: str, func: Callable[[], None]) -> None:
         """Run ``func``; while the link to the machine is down, retry with backoff."""
@@ -72,6 +87,7 @@ class Driver:
                             (str(exc).splitlines() or [""])[0], delay)
                 time.sleep(delay)
                 delay = min(2 * delay, 60.0)
+                self._revive()
 
     def _report_jobs(self, batch: Batch) -> None:
         for job in batch.submission.belonging_jobs:
@@ -166,6 +182,7 @@ class Driver:
         return True
 
     def drive(self, batches: list[Batch]) -> None:
+        self._batches = batches
         for batch in batches:
             self._start(batch)
         while self._harvest(batches):
