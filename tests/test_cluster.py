@@ -66,7 +66,6 @@ def slurm_machine(work: Path, sched: dict, ssh: bool) -> dict:
             sec["machine"]["remote_profile"] = remote_profile(sched)
         sec["resources"]["queue_name"] = sched["SCHED_SLURM_PARTITION"]
         sec["resources"]["source_list"] = [str(VENV_BIN / "activate")]
-        sec["resources"]["custom_flags"] = []
         sec["check_interval"] = 0.5
     m["fp"]["resources"]["group_size"] = 3
     return m
@@ -114,6 +113,9 @@ def test_methane_on_slurm_killed_while_jobs_run_then_reattached(sched, tmp_path)
     squeue = subprocess.run(["squeue", "-h", "-o", "%i %t"], capture_output=True, text=True).stdout
     assert len(squeue.split("\n")) >= 2  # the jobs outlive dpgen
 
+    param = json.loads((work / "param.json").read_text())
+    param["ratio_failed"] = 0.5  # an unrelated edit before the restart (dpgen#1678)
+    write_json(work / "param.json", param)
     final = subprocess.run([sys.executable, "-m", "dpgen_ng.cli", "run", "param.json", "machine.json"],
                            cwd=work, env=env, capture_output=True, text=True)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]

@@ -100,3 +100,15 @@ def test_user_forward_files_reach_every_task(tmp_path):
     other = make_tasks(tmp_path / "other", 1, "true")
     with Ledger(tmp_path) as led, pytest.raises(UserError, match="nope.dat"):
         Dispatcher(tmp_path, missing, led).run(0, "fp", tmp_path / "other", other)
+
+
+def test_lazy_local_context_runs_in_place(tmp_path):
+    machine = {"batch_type": "Shell", "context_type": "LazyLocalContext", "local_root": "./"}
+    st = parse_stage({"command": "bash", "machine": machine, "resources": {"group_size": 2},
+                      "check_interval": 0.2}, "fp", "fp")
+    base = tmp_path / "stage"
+    specs = make_tasks(base, 2, "pwd > out.txt")
+    with Ledger(tmp_path) as led:
+        res = Dispatcher(tmp_path, st, led).run(0, "fp", base, specs)
+    assert [r.rc for r in res] == [0, 0]
+    assert (base / "task.001" / "out.txt").read_text().strip() == str(base / "task.001")

@@ -175,6 +175,11 @@ def test_sigkill_mid_run_step_then_resume(reference, tmp_path):
     _run_and_kill(work, lambda: record(work)[-1:] == ["1 0"] and ended(work, "freeze") >= 5)
     assert record(work)[-1] == "1 0"
 
+    # an edit of keys that do not change any task's inputs must not throw finished work away
+    # (DP-GEN loses finished fp tasks on such a restart: dpgen#1678)
+    param = json.loads((work / "param.json").read_text())
+    param.update(ratio_failed=0.3, _note="edited between the kill and the restart")
+    write_json(work / "param.json", param)
     final = dpgen("run", "param.json", "machine.json", cwd=work)
     assert final.returncode == 0, final.stdout + final.stderr
     assert record(work) == record(reference)
