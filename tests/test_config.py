@@ -70,7 +70,7 @@ def test_job_aliases_accepted(example_param):
 
 
 @pytest.mark.parametrize("key", ["training_reuse_iter", "model_devi_adapt_trust_lo", "fp_skip_bad_box",
-                                 "use_clusters", "fp_incar"])
+                                 "use_clusters", "cvasp"])
 def test_known_dpgen_keys_are_not_supported_yet(example_param, key):
     err = error_of(dict(example_param, **{key: 1}))
     assert "not supported yet" in err.line()
@@ -90,7 +90,7 @@ def test_key_of_another_labeler(example_param):
 
 
 def test_unsupported_fp_style(example_param):
-    err = error_of(dict(example_param, fp_style="vasp"))
+    err = error_of(dict(example_param, fp_style="gaussian"))
     assert "not supported yet" in err.line() and err.where == "fp_style"
     err = error_of(dict(example_param, fp_style="nope"))
     assert "unknown fp_style" in err.line()

@@ -87,10 +87,7 @@ UNSUPPORTED: dict[str, str] = {
         for k in ("fp_cluster_vacuum", "fp_skip_bad_box", "detailed_report_make_fp")
     },
     "model_devi_merge_traj": "remove it; dpgen_ng always writes one trajectory file per task",
-    **{
-        k: "fp_style 'vasp' is not supported yet; use 'xtb' or 'cp2k'"
-        for k in ("fp_incar", "fp_pp_path", "fp_pp_files", "fp_aniso_kspacing", "cvasp")
-    },
+    "cvasp": "custodian-wrapped VASP (cvasp) is not supported yet; remove it",
     "fp_nbands_esti_data": "remove it; electronic temperature is not supported yet",
 }
 
@@ -109,7 +106,7 @@ JOB_UNSUPPORTED = {
     "model_devi_v_trust_hi": "per-job virial trust levels are not supported yet",
 }
 
-DPGEN_FP_STYLES = {"vasp", "pwscf", "gaussian", "siesta", "abacus", "amber/diff", "pwmat", "cpx",
+DPGEN_FP_STYLES = { "gaussian", "siesta", "abacus", "amber/diff", "pwmat", "cpx",
                    "custom"}
 
 

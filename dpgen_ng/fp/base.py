@@ -65,13 +65,18 @@ class Labeler:
         """Read the labels of a finished task (exit code 0)."""
         raise NotImplementedError
 
+    def diagnose(self, task_dir: Path) -> Failure | None:
+        """A more precise failure than *crashed* for a non-zero exit (e.g. SCF not converged)."""
+        return None
+
     def result(self, task_dir: Path) -> dpdata.LabeledSystem | Failure:
         """The labels of a task, or why there are none (whatever happened to its job)."""
         info = read_task_rc(task_dir)
         if info is None:
             return Failure("crashed", "the job never completed (lost, or killed after all retries)")
         if info.rc != 0:
-            return Failure("crashed", f"exit code {info.rc}; stderr: {tail(Path(task_dir) / self.errlog, 3)}")
+            return self.diagnose(task_dir) or Failure(
+                "crashed", f"exit code {info.rc}; stderr: {tail(Path(task_dir) / self.errlog, 3)}")
         missing = [m for m in info.missing if m in self.backward_files()]
         if missing:
             return Failure("missing_output", f"the program made no {', '.join(missing)}")

@@ -191,13 +191,20 @@ class Cp2kLabeler(Labeler):
     def backward_files(self) -> list[str]:
         return [OUTPUT, self.errlog]
 
+    def diagnose(self, task_dir: Path) -> Failure | None:
+        path = Path(task_dir) / OUTPUT
+        if path.is_file() and "SCF run NOT converged" in path.read_text(errors="replace"):
+            return Failure("unconverged", "SCF run NOT converged")
+        return None
+
     def parse(self, task_dir: Path) -> dpdata.LabeledSystem | Failure:
         path = Path(task_dir) / OUTPUT
         if not path.is_file() or path.stat().st_size == 0:
             return Failure("missing_output", f"no {OUTPUT} in {task_dir}")
+        failure = self.diagnose(task_dir)
+        if failure is not None:
+            return failure
         text = path.read_text(errors="replace")
-        if "SCF run NOT converged" in text:
-            return Failure("unconverged", "SCF run NOT converged")
         try:
             system = dpdata.LabeledSystem(str(path), fmt="cp2k/output", type_map=list(self.type_map))
         except Exception as exc:  # noqa: BLE001 - any dpdata failure is a parse error of this task

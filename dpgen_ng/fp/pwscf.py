@@ -1,0 +1,180 @@
+"""Quantum ESPRESSO pw.x (Debian): SCF single points, parsed with dpdata's ``qe/pw/scf``.
+
+The input always has ``ibrav = 0`` on a line of its own and ``CELL_PARAMETERS angstrom`` (what
+dpdata's reader needs). k-points come from ``user_fp_params.kspacing`` (1/Å, like VASP's
+KSPACING); without it the Γ point is used.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dpdata
+import numpy as np
+from ase.data import atomic_masses, atomic_numbers
+
+from dpgen_ng.config.fields import Field, as_dict, as_str, list_of
+from dpgen_ng.errors import UserError
+from dpgen_ng.fp import register
+from dpgen_ng.fp.base import Failure, Labeler
+
+INPUT = "pw.in"
+OUTPUT = "pw.out"
+DEFAULT_PP_PATH = "/usr/share/espresso/pseudo"
+SECTIONS = ("control", "system", "electrons")
+
+
+def default_params() -> dict[str, Any]:
+    return {
+        "control": {"calculation": "scf", "tprnfor": True, "tstress": True, "outdir": "./tmp",
+                    "pseudo_dir": "./", "disk_io": "none"},
+        "system": {"ecutwfc": 40, "ecutrho": 320},
+        "electrons": {"conv_thr": 1e-8, "mixing_beta": 0.5},
+    }
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return ".true." if v else ".false."
+    if isinstance(v, str):
+        return f"'{v}'"
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def namelist(name: str, values: dict[str, Any], first: list[str] = ()) -> list[str]:
+    lines = [f"&{name}"] + list(first)
+    lines += [f"    {k} = {_value(v)}" for k, v in values.items()]
+    return lines + ["/"]
+
+
+def kpoints(cell: np.ndarray, kspacing: float | None) -> list[str]:
+    if not kspacing:
+        return ["K_POINTS gamma"]
+    rec = np.linalg.inv(np.asarray(cell, dtype=float)).T
+    mesh = [max(1, math.ceil(2 * math.pi * float(np.linalg.norm(b)) / kspacing)) for b in rec]
+    return ["K_POINTS automatic", " ".join(map(str, mesh)) + " 0 0 0"]
+
+
+@dataclass(frozen=True)
+class PwscfSettings:
+    params: dict[str, Any]
+    kspacing: float | None
+    pp_path: str
+    pp_files: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        user = {**self.params, **({"kspacing": self.kspacing} if self.kspacing else {})}
+        return {"user_fp_params": user, "fp_pp_path": self.pp_path, "fp_pp_files": list(self.pp_files)}
+
+
+@register("pwscf")
+class PwscfLabeler(Labeler):
+    KEYS = {
+        "user_fp_params": Field(as_dict, default=dict, doc="control/system/electrons namelists, kspacing"),
+        "fp_pp_path": Field(as_str, default=None, doc="directory of the UPF files"),
+        "fp_pp_files": Field(list_of(as_str, min_len=1), default=None, doc="one UPF per type_map entry"),
+    }
+    outlog = OUTPUT
+    errlog = "pw.err"
+
+    @classmethod
+    def parse_settings(cls, raw: dict[str, Any], path: str) -> PwscfSettings:
+        user = as_dict(raw.get("user_fp_params", {}), "user_fp_params")
+        params = default_params()
+        kspacing = None
+        for key, value in user.items():
+            low = key.lower()
+            if low == "kspacing":
+                kspacing = float(value) if value else None
+            elif low in SECTIONS:
+                params[low].update(as_dict(value, f"user_fp_params.{key}"))
+            else:
+                raise UserError(f"unknown key '{key}'", f"user_fp_params.{key}",
+                                "one of control, system, electrons, kspacing")
+        for fixed in ("ibrav", "nat", "ntyp"):
+            if fixed in params["system"]:
+                raise UserError(f"'{fixed}' is set by dpgen_ng", f"user_fp_params.system.{fixed}",
+                                "leave it out (ibrav = 0 with the frame's cell)")
+        if raw.get("fp_pp_files") is None:
+            raise UserError("missing required key 'fp_pp_files'", "fp_pp_files",
+                            "one UPF file per type_map entry, e.g. [\"H.pbe-kjpaw.UPF\", ...]")
+        pp_path = Path(raw.get("fp_pp_path") or DEFAULT_PP_PATH).expanduser()
+        pp_files = list_of(as_str, min_len=1)(raw["fp_pp_files"], "fp_pp_files")
+        for i, name in enumerate(pp_files):
+            if not (pp_path / name).is_file():
+                raise UserError(f"{pp_path / name} not found", f"fp_pp_files[{i}]", "a UPF file")
+        return PwscfSettings(params, kspacing, str(pp_path.resolve()), tuple(pp_files))
+
+    def input_text(self, frame: dpdata.System) -> str:
+        s: PwscfSettings = self.settings
+        params = copy.deepcopy(s.params)
+        present = [n for n, c in zip(frame["atom_names"], frame["atom_numbs"]) if c > 0]
+        lines = namelist("control", params["control"])
+        lines += namelist("system", params["system"], first=[
+            "    ibrav = 0", f"    nat = {frame.get_natoms()}", f"    ntyp = {len(present)}"])
+        lines += namelist("electrons", params["electrons"])
+        lines.append("ATOMIC_SPECIES")
+        for el in present:
+            pp = s.pp_files[self.type_map.index(el)]
+            lines.append(f"{el} {atomic_masses[atomic_numbers[el]]:.4f} {pp}")
+        lines.append("CELL_PARAMETERS angstrom")
+        lines += [" ".join(f"{x:.10f}" for x in row) for row in frame["cells"][0]]
+        lines.append("ATOMIC_POSITIONS angstrom")
+        names = frame["atom_names"]
+        lines += [f"{names[t]} " + " ".join(f"{x:.10f}" for x in xyz)
+                  for t, xyz in zip(frame["atom_types"], frame["coords"][0])]
+        lines += kpoints(frame["cells"][0], s.kspacing)
+        return "\n".join(lines) + "\n"
+
+    def write_inputs(self, frame: dpdata.System, task_dir: Path) -> None:
+        s: PwscfSettings = self.settings
+        if len(s.pp_files) != len(self.type_map):
+            raise UserError(f"{len(s.pp_files)} UPF files for {len(self.type_map)} types", "fp_pp_files",
+                            "one per type_map entry, in type_map order")
+        task_dir = Path(task_dir)
+        self.write_conf(frame, task_dir)
+        (task_dir / INPUT).write_text(self.input_text(frame))
+        for name in self._pp_names(frame):
+            link = task_dir / name
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(Path(s.pp_path) / name)
+
+    def _pp_names(self, frame: dpdata.System) -> list[str]:
+        s: PwscfSettings = self.settings
+        present = [n for n, c in zip(frame["atom_names"], frame["atom_numbs"]) if c > 0]
+        return [s.pp_files[self.type_map.index(el)] for el in present]
+
+    def command(self, base_command: str) -> str:
+        return f"{base_command} -in {INPUT}"
+
+    def forward_files(self) -> list[str]:
+        # the pseudopotentials travel with each task (pseudo_dir = './')
+        return [INPUT, *sorted(set(self.settings.pp_files))]
+
+    def backward_files(self) -> list[str]:
+        return [OUTPUT, self.errlog]
+
+    def diagnose(self, task_dir: Path) -> Failure | None:
+        out = Path(task_dir) / OUTPUT
+        if out.is_file() and "convergence NOT achieved" in out.read_text(errors="replace"):
+            return Failure("unconverged", "pw.x: convergence NOT achieved")
+        return None
+
+    def parse(self, task_dir: Path) -> dpdata.LabeledSystem | Failure:
+        out = Path(task_dir) / OUTPUT
+        if not out.is_file() or out.stat().st_size == 0:
+            return Failure("missing_output", f"no {OUTPUT} in {task_dir}")
+        failure = self.diagnose(task_dir)
+        if failure is not None:
+            return failure
+        try:
+            system = dpdata.LabeledSystem([str(Path(task_dir) / INPUT), str(out)], fmt="qe/pw/scf",
+                                          type_map=list(self.type_map))
+        except Exception as exc:  # noqa: BLE001 - any dpdata failure is a parse error of this task
+            return Failure("parse_error", f"dpdata qe/pw/scf: {type(exc).__name__}: {exc}")
+        return self.checked(system)

@@ -1,0 +1,186 @@
+"""VASP: INCAR from ``fp_incar``, POTCAR from ``fp_pp_path`` + ``fp_pp_files``, KPOINTS from KSPACING.
+
+VASP cannot run here: inputs are checked exactly and parsing runs on real OUTCARs. An electronic
+SCF that stopped at NELM is an *unconverged* failure, never a label.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dpdata
+import numpy as np
+
+from dpgen_ng.config.fields import Field, as_float, as_str, list_of, positive
+from dpgen_ng.errors import UserError
+from dpgen_ng.fp import register
+from dpgen_ng.fp.base import Failure, Labeler
+
+FILES = ("POSCAR", "INCAR", "POTCAR", "KPOINTS")
+
+
+def read_incar(text: str) -> dict[str, str]:
+    """KEY = VALUE pairs of an INCAR (keys upper-cased; ``#``/``!`` comments; ``;`` separators)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        line = re.split(r"[#!]", line, maxsplit=1)[0]
+        for part in line.split(";"):
+            if "=" in part:
+                key, value = part.split("=", 1)
+                out[key.strip().upper()] = value.strip()
+    return out
+
+
+def _flag(value: str) -> bool:
+    return value.strip().strip(".").upper().startswith("T")
+
+
+def kpoints_text(cell: np.ndarray, kspacing: tuple[float, float, float], gamma: bool) -> str:
+    """A KPOINTS file with N_i = max(1, ceil(2π |b_i| / kspacing_i)), b = reciprocal vectors."""
+    rec = np.linalg.inv(np.asarray(cell, dtype=float)).T
+    mesh = [max(1, math.ceil(2 * math.pi * float(np.linalg.norm(b)) / k)) for b, k in zip(rec, kspacing)]
+    return ("Automatic mesh from KSPACING\n0\n" + ("Gamma" if gamma else "Monkhorst-Pack") + "\n"
+            + " ".join(str(n) for n in mesh) + "\n0 0 0\n")
+
+
+@dataclass(frozen=True)
+class VaspSettings:
+    incar_path: str
+    incar: str
+    kspacing: tuple[float, float, float]
+    kgamma: bool
+    pp_path: str
+    pp_files: tuple[str, ...]
+    aniso: bool
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"fp_incar": self.incar_path, "fp_pp_path": self.pp_path,
+                               "fp_pp_files": list(self.pp_files)}
+        if self.aniso:
+            out["fp_aniso_kspacing"] = list(self.kspacing)
+        return out
+
+
+@register("vasp")
+class VaspLabeler(Labeler):
+    KEYS = {
+        "fp_incar": Field(as_str, default=None, doc="the INCAR of every single point"),
+        "fp_pp_path": Field(as_str, default=None, doc="directory of the POTCAR files"),
+        "fp_pp_files": Field(list_of(as_str, min_len=1), default=None, doc="one POTCAR per type_map entry"),
+        "fp_aniso_kspacing": Field(list_of(positive(as_float), min_len=3), default=None),
+    }
+
+    @classmethod
+    def parse_settings(cls, raw: dict[str, Any], path: str) -> VaspSettings:
+        for key in ("fp_incar", "fp_pp_path", "fp_pp_files"):
+            if raw.get(key) is None:
+                raise UserError(f"missing required key '{key}'", key, cls.KEYS[key].doc)
+        incar_path = Path(as_str(raw["fp_incar"], "fp_incar")).expanduser()
+        if not incar_path.is_file():
+            raise UserError(f"{incar_path} not found", "fp_incar", "an INCAR file")
+        text = incar_path.read_text()
+        incar = read_incar(text)
+        aniso = raw.get("fp_aniso_kspacing")
+        if aniso is not None:
+            aniso = list_of(positive(as_float), min_len=3)(aniso, "fp_aniso_kspacing")
+            if len(aniso) != 3:
+                raise UserError(f"{len(aniso)} values", "fp_aniso_kspacing", "three k-spacings (1/Å)")
+            kspacing = tuple(aniso)
+        else:
+            if "KSPACING" not in incar:
+                raise UserError("INCAR has no KSPACING", f"fp_incar ({incar_path})",
+                                "KSPACING (and KGAMMA) to make KPOINTS, or fp_aniso_kspacing")
+            try:
+                kspacing = (float(incar["KSPACING"]),) * 3
+            except ValueError:
+                raise UserError(f"KSPACING = {incar['KSPACING']!r}", f"fp_incar ({incar_path})",
+                                "a number (1/Å)") from None
+        if "KGAMMA" not in incar:
+            raise UserError("INCAR has no KGAMMA", f"fp_incar ({incar_path})",
+                            "KGAMMA = .TRUE. or .FALSE. (Gamma-centred or Monkhorst-Pack mesh)")
+        pp_path = Path(as_str(raw["fp_pp_path"], "fp_pp_path")).expanduser()
+        pp_files = list_of(as_str, min_len=1)(raw["fp_pp_files"], "fp_pp_files")
+        for i, name in enumerate(pp_files):
+            if not (pp_path / name).is_file():
+                raise UserError(f"{pp_path / name} not found", f"fp_pp_files[{i}]", "a POTCAR file")
+        return VaspSettings(str(incar_path.resolve()), text, kspacing, _flag(incar["KGAMMA"]),
+                            str(pp_path.resolve()), tuple(pp_files), aniso is not None)
+
+    def potcar_for(self, elements: list[str]) -> bytes:
+        s: VaspSettings = self.settings
+        if len(s.pp_files) != len(self.type_map):
+            raise UserError(f"{len(s.pp_files)} POTCARs for {len(self.type_map)} types", "fp_pp_files",
+                            "one POTCAR per type_map entry, in type_map order")
+        return b"".join((Path(s.pp_path) / s.pp_files[self.type_map.index(el)]).read_bytes()
+                        for el in elements)
+
+    def write_inputs(self, frame: dpdata.System, task_dir: Path) -> None:
+        s: VaspSettings = self.settings
+        task_dir = Path(task_dir)
+        self.write_conf(frame, task_dir)  # POSCAR: the elements present, in type_map order
+        present = [n for n, c in zip(frame["atom_names"], frame["atom_numbs"]) if c > 0]
+        # one POTCAR per element combination, shared by the tasks of a stage (as DP-GEN does)
+        shared = task_dir.parent / f"POTCAR.{'.'.join(present)}"
+        data = self.potcar_for(present)
+        if not shared.is_file() or shared.read_bytes() != data:
+            shared.write_bytes(data)
+        link = task_dir / "POTCAR"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(Path("..") / shared.name)
+        (task_dir / "INCAR").write_text(s.incar)
+        (task_dir / "KPOINTS").write_text(kpoints_text(frame["cells"][0], s.kspacing, s.kgamma))
+
+    def command(self, base_command: str) -> str:
+        return base_command
+
+    def forward_files(self) -> list[str]:
+        return list(FILES)
+
+    def backward_files(self) -> list[str]:
+        return ["OUTCAR", "vasprun.xml", self.outlog, self.errlog]
+
+    def parse(self, task_dir: Path) -> dpdata.LabeledSystem | Failure:
+        outcar = Path(task_dir) / "OUTCAR"
+        if outcar.is_file() and outcar.stat().st_size > 0:
+            return self._parse_outcar(outcar)
+        xml = Path(task_dir) / "vasprun.xml"
+        if xml.is_file() and xml.stat().st_size > 0:
+            try:
+                system = dpdata.LabeledSystem(str(xml), fmt="vasp/xml", type_map=list(self.type_map))
+            except Exception as exc:  # noqa: BLE001
+                return Failure("parse_error", f"vasprun.xml: {type(exc).__name__}: {exc}")
+            return self.checked(system)
+        return Failure("missing_output", f"neither OUTCAR nor vasprun.xml in {task_dir}")
+
+    def _parse_outcar(self, outcar: Path) -> dpdata.LabeledSystem | Failure:
+        try:
+            every = dpdata.LabeledSystem(str(outcar), fmt="vasp/outcar", type_map=list(self.type_map),
+                                         convergence_check=False)
+        except Exception as exc:  # noqa: BLE001 - any dpdata failure is a parse error of this task
+            return Failure("parse_error", f"OUTCAR: {type(exc).__name__}: {exc}")
+        if every.get_nframes() == 0:
+            return Failure("parse_error", "OUTCAR holds no complete ionic step")
+        nelm, steps = scf_steps(outcar.read_text(errors="replace"))
+        stuck = [i + 1 for i, n in enumerate(steps) if nelm is not None and n >= nelm]
+        if stuck:
+            return Failure("unconverged", f"electronic SCF stopped at NELM = {nelm} "
+                           f"(ionic step(s) {stuck})")
+        if every.get_nframes() > 1:
+            return Failure("parse_error", f"{every.get_nframes()} ionic steps in OUTCAR; a single "
+                           "point needs NSW = 1 (or 0)")
+        return self.checked(every)
+
+
+def scf_steps(text: str) -> tuple[int | None, list[int]]:
+    """NELM and, per ionic step, the number of electronic steps it took."""
+    m = re.search(r"NELM\s*=\s*(\d+)", text)
+    nelm = int(m.group(1)) if m else None
+    steps: dict[int, int] = {}
+    for ionic, elec in re.findall(r"Iteration\s+(\d+)\(\s*(\d+)\)", text):
+        steps[int(ionic)] = max(steps.get(int(ionic), 0), int(elec))
+    return nelm, [steps[k] for k in sorted(steps)]

@@ -1,0 +1,141 @@
+"""VASP (cannot run here: exact inputs, real OUTCARs) and Quantum ESPRESSO (runs for real)."""
+
+from __future__ import annotations
+
+import shutil
+
+import dpdata
+import numpy as np
+import pytest
+
+from dpgen_ng.errors import UserError
+from dpgen_ng.fp import Failure
+from dpgen_ng.fp.vasp import kpoints_text, read_incar, scf_steps
+from tests.conftest import DATA
+from tests.test_labelers import ch4, labeler, run_labels
+
+INCAR = "PREC = A\nENCUT = 400\nISYM = 0  # no symmetry\nKSPACING = 0.5; KGAMMA = .TRUE.\nNSW = 0\n"
+
+
+@pytest.fixture
+def vasp_inputs(tmp_path):
+    (tmp_path / "INCAR_methane").write_text(INCAR)
+    pp = tmp_path / "pp"
+    pp.mkdir()
+    (pp / "POTCAR_H").write_text("H potential\nEnd of Dataset\n")
+    (pp / "POTCAR_C").write_text("C potential\nEnd of Dataset\n")
+    return {"fp_incar": str(tmp_path / "INCAR_methane"), "fp_pp_path": str(pp),
+            "fp_pp_files": ["POTCAR_H", "POTCAR_C"]}
+
+
+def test_vasp_inputs_exact(tmp_path, vasp_inputs):
+    lab = labeler("vasp", vasp_inputs)
+    task = tmp_path / "02.fp" / "task.000.000000"
+    task.mkdir(parents=True)
+    lab.write_inputs(ch4(), task)
+    assert (task / "INCAR").read_text() == INCAR
+    # POTCAR: the elements present, in type_map order (H then C), concatenated
+    assert (task / "POTCAR").read_text() == "H potential\nEnd of Dataset\nC potential\nEnd of Dataset\n"
+    assert (task / "POSCAR").read_text().splitlines()[5].split() == ["H", "C"]
+    # 10 Å cubic cell, KSPACING 0.5 1/Å: ceil(2π / 10 / 0.5) = 2 points per direction, Gamma-centred
+    assert (task / "KPOINTS").read_text() == "Automatic mesh from KSPACING\n0\nGamma\n2 2 2\n0 0 0\n"
+    assert lab.forward_files() == ["POSCAR", "INCAR", "POTCAR", "KPOINTS"]
+
+
+def test_vasp_kpoints_aniso_and_monkhorst(tmp_path, vasp_inputs):
+    (tmp_path / "INCAR_methane").write_text("ENCUT = 400\nKGAMMA = F\n")
+    lab = labeler("vasp", dict(vasp_inputs, fp_aniso_kspacing=[0.1, 0.2, 0.7]))
+    task = tmp_path / "t"
+    task.mkdir()
+    lab.write_inputs(ch4(), task)
+    assert (task / "KPOINTS").read_text().splitlines()[2:4] == ["Monkhorst-Pack", "7 4 1"]
+    # b1 = (1/3, -1.5/7.8, 0), b2 = (0, 1/2.6, 0), b3 = (0, 0, 1/5): |b| = 0.3848, 0.3846, 0.2 1/Å;
+    # 2π|b|/0.3 = 8.06, 8.05, 4.19 → 9 9 5
+    cell = np.array([[3.0, 0, 0], [1.5, 2.6, 0], [0, 0, 5.0]])
+    assert kpoints_text(cell, (0.3, 0.3, 0.3), True).splitlines()[3] == "9 9 5"
+
+
+@pytest.mark.parametrize("incar,message", [("ENCUT = 400\nKGAMMA = T\n", "KSPACING"),
+                                           ("KSPACING = 0.3\n", "KGAMMA")])
+def test_vasp_incar_without_kspacing_or_kgamma(tmp_path, vasp_inputs, incar, message):
+    (tmp_path / "INCAR_methane").write_text(incar)
+    with pytest.raises(UserError, match=message):
+        labeler("vasp", vasp_inputs)
+
+
+def test_vasp_missing_potcar(vasp_inputs):
+    with pytest.raises(UserError, match="POTCAR_X"):
+        labeler("vasp", dict(vasp_inputs, fp_pp_files=["POTCAR_H", "POTCAR_X"]))
+
+
+def test_read_incar():
+    assert read_incar("a = 1 ; b=2 # c = 3\n! d = 4\n") == {"A": "1", "B": "2"}
+
+
+def test_vasp_outcars(tmp_path, vasp_inputs):
+    """The two real OUTCARs (from dpdata's tests): ``ch4.1step`` ran with NELM = 1 and stopped at
+    its first electronic step, ``ch4.unconverged`` has ionic steps that hit NELM = 15. Both are
+    *unconverged* (dpdata drops them too). A copy of ``ch4.1step`` with NELM = 60 is the same
+    single point, converged: it is labeled with dpdata's numbers."""
+    lab = labeler("vasp", vasp_inputs)
+    for name in ("OUTCAR.ch4.1step", "OUTCAR.ch4.unconverged"):
+        d = tmp_path / name
+        d.mkdir()
+        shutil.copy(DATA / "vasp" / name, d / "OUTCAR")
+        out = lab.parse(d)
+        assert isinstance(out, Failure) and out.kind == "unconverged", (name, out)
+    assert scf_steps((DATA / "vasp" / "OUTCAR.ch4.unconverged").read_text())[0] == 15
+    ok = tmp_path / "ok"
+    ok.mkdir()
+    text = (DATA / "vasp" / "OUTCAR.ch4.1step").read_text()
+    (ok / "OUTCAR").write_text(text.replace("NELM   =      1;", "NELM   =     60;"))
+    out = lab.parse(ok)
+    ref = dpdata.LabeledSystem(str(DATA / "vasp" / "OUTCAR.ch4.1step"), fmt="vasp/outcar",
+                               type_map=["H", "C"], convergence_check=False)
+    assert isinstance(out, dpdata.LabeledSystem), out
+    for key in ("energies", "forces", "virials", "coords", "cells"):
+        assert np.allclose(out[key], ref[key]), key
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert lab.parse(empty).kind == "missing_output"
+
+
+PW = {"user_fp_params": {"system": {"ecutwfc": 25, "ecutrho": 200}, "electrons": {"conv_thr": 1e-6}},
+      "fp_pp_files": ["H.pbe-kjpaw.UPF", "C.pbe-n-kjpaw_psl.0.1.UPF"]}
+
+
+def test_pwscf_input_for_dpdata():
+    text = labeler("pwscf", PW).input_text(ch4())
+    lines = text.splitlines()
+    assert "    ibrav = 0" in lines  # alone on its line: dpdata's reader needs it
+    assert "CELL_PARAMETERS angstrom" in lines and "ATOMIC_POSITIONS angstrom" in lines
+    assert "H 1.0080 H.pbe-kjpaw.UPF" in lines and "K_POINTS gamma" in lines
+    assert "    ecutwfc = 25" in lines and "    tprnfor = .true." in lines
+    with_k = labeler("pwscf", {**PW, "user_fp_params": {"kspacing": 0.5}}).input_text(ch4())
+    assert with_k.splitlines()[-2:] == ["K_POINTS automatic", "2 2 2 0 0 0"]
+    with pytest.raises(UserError, match="ibrav"):
+        labeler("pwscf", {**PW, "user_fp_params": {"system": {"ibrav": 1}}})
+
+
+def test_pwscf_parses_real_output_like_dpdata(tmp_path):
+    d = tmp_path / "t"
+    d.mkdir()
+    shutil.copy(DATA / "qe" / "01.in", d / "pw.in")
+    shutil.copy(DATA / "qe" / "01.out", d / "pw.out")
+    ref = dpdata.LabeledSystem([str(DATA / "qe" / "01.in"), str(DATA / "qe" / "01.out")], fmt="qe/pw/scf",
+                               type_map=["H", "C"])
+    out = labeler("pwscf", PW).parse(d)
+    assert isinstance(out, dpdata.LabeledSystem)
+    for key in ("energies", "forces", "virials"):
+        assert np.allclose(out[key], ref[key]), key
+    (d / "pw.out").write_text((DATA / "qe" / "01.out").read_text() + "\n     convergence NOT achieved\n")
+    assert labeler("pwscf", PW).parse(d).kind == "unconverged"
+
+
+@pytest.mark.engine
+def test_pwscf_real_run_ch4(tmp_path):
+    (res,) = run_labels(tmp_path, labeler("pwscf", PW), [ch4()], "pw.x")
+    assert isinstance(res, dpdata.LabeledSystem), res
+    assert res["energies"][0] == pytest.approx(-315.0, rel=0.01)  # PAW PBE total energy, ~ -23.15 Ry
+    assert np.abs(res["forces"][0].sum(axis=0)).max() < 0.05
+    assert res["virials"].shape == (1, 3, 3)
