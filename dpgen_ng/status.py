@@ -43,7 +43,7 @@ def collect_status(workdir: Path) -> dict[str, Any]:
             "step": step,
             "step_name": STEPS[step] if step >= 0 else "-",
             "train_copied": (d / "00.train" / "copied").exists(),
-            "systems": {k: {x: v[x] for x in ("accurate", "candidate", "failed", "total")}
+            "systems": {k: {x: v.get(x, 0) for x in ("accurate", "candidate", "failed", "skipped", "total")}
                         for k, v in sel.get("systems", {}).items()},
             "labeled": labels.get("labeled"),
             "label_failures": labels.get("by_reason", {}),

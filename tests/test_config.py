@@ -69,7 +69,7 @@ def test_job_aliases_accepted(example_param):
     assert (job.temps, job.trj_freq, job.ensemble) == ((50.0,), 5, "nve")
 
 
-@pytest.mark.parametrize("key", ["training_reuse_iter", "model_devi_adapt_trust_lo", "fp_skip_bad_box",
+@pytest.mark.parametrize("key", ["training_reuse_iter", "model_devi_adapt_trust_lo", "fp_cluster_vacuum",
                                  "use_clusters", "cvasp"])
 def test_known_dpgen_keys_are_not_supported_yet(example_param, key):
     err = error_of(dict(example_param, **{key: 1}))
@@ -86,7 +86,7 @@ def test_template_job_not_supported_yet(example_param):
 def test_key_of_another_labeler(example_param):
     raw = dict(example_param, user_fp_params={})
     err = error_of(raw)
-    assert "fp_style 'cp2k'" in err.line()
+    assert "fp_style 'cp2k' or 'pwscf', not 'xtb'" in err.line()
 
 
 def test_unsupported_fp_style(example_param):
@@ -225,3 +225,25 @@ def test_help_on_every_command():
     for cmd in ([], ["run"], ["check"], ["status"], ["init_bulk"]):
         res = CliRunner().invoke(main, [*cmd, "--help"])
         assert res.exit_code == 0 and "Usage" in res.output
+
+
+def test_training_input_checked_with_deepmd_schema(example_param):
+    raw = copy.deepcopy(example_param)
+    raw["default_training_param"]["training"]["numb_stpes"] = 10
+    err = error_of(raw)
+    assert err.where == "default_training_param.training" and "numb_stpes" in err.line()
+    # DeePMD-kit 2.x names that DP-GEN examples use are still accepted
+    raw = copy.deepcopy(example_param)
+    raw["default_training_param"]["training"] = {"stop_batch": 100, "disp_training": True,
+                                                 "training_data": {"set_prefix": "set", "batch_size": 1}}
+    parse_run_params(raw)
+
+
+def test_dpgen_switches_at_their_default_and_press_on_nvt(example_param):
+    raw = copy.deepcopy(example_param)
+    raw["shuffle_poscar"] = False
+    raw["model_devi_jobs"][0]["press"] = [1.0]
+    p = parse_run_params(raw)
+    assert p.model_devi_jobs[0].press == ()  # nvt: no pressure, one task per temperature
+    raw["shuffle_poscar"] = True
+    assert "not supported yet" in error_of(raw).line()

@@ -76,3 +76,22 @@ def test_train_explore_select(work):
     before = (ctx.stage_dir(2) / "task.000.000001" / "conf.xyz").read_bytes()
     fp.make(ctx)
     assert (ctx.stage_dir(2) / "task.000.000001" / "conf.xyz").read_bytes() == before
+
+
+def test_sanity_filters_skip_candidates_before_picking(work):
+    """Runs after test_train_explore_select (same module fixture): re-make fp with filters."""
+    import dataclasses
+
+    ctx = work
+    if not (ctx.stage_dir(1) / "model_devi.npz").exists():
+        pytest.skip("needs the MD of test_train_explore_select")
+    # every 10 Å cube passes length_ratio 1.5; an H-H minimum of 5 Å rejects every CH4 frame
+    strict = dataclasses.replace(ctx.params, skip_bad_box={"length_ratio": 1.5}, min_distance={(0, 0): 5.0})
+    fp.make(dataclasses.replace(ctx, params=strict))
+    sel = json.loads((ctx.stage_dir(2) / "selection.json").read_text())["systems"]["000"]
+    assert sel["skipped"] == 22 and sel["candidate"] == 0 and sel["picked"] == []
+    # H-H 1.0 Å rejects none (H-H ≈ 1.8 Å in CH4): the budget is filled as before
+    mild = dataclasses.replace(ctx.params, min_distance={(0, 0): 1.0})
+    fp.make(dataclasses.replace(ctx, params=mild))
+    sel = json.loads((ctx.stage_dir(2) / "selection.json").read_text())["systems"]["000"]
+    assert sel["skipped"] == 0 and len(sel["picked"]) == 3

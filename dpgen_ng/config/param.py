@@ -66,7 +66,6 @@ UNSUPPORTED: dict[str, str] = {
             "use_clusters",
             "cluster_cutoff",
             "cluster_minify",
-            "shuffle_poscar",
             "use_relative",
             "epsilon",
             "use_relative_v",
@@ -84,7 +83,7 @@ UNSUPPORTED: dict[str, str] = {
     },
     **{
         k: "remove it; this selection option comes in a later release"
-        for k in ("fp_cluster_vacuum", "fp_skip_bad_box", "detailed_report_make_fp")
+        for k in ("fp_cluster_vacuum", "detailed_report_make_fp")
     },
     "model_devi_merge_traj": "remove it; dpgen_ng always writes one trajectory file per task",
     "cvasp": "custodian-wrapped VASP (cvasp) is not supported yet; remove it",
@@ -182,15 +181,13 @@ def _parse_job(value: Any, where: str) -> ExploreJob:
     if ens.needs_press and not d["press"]:
         raise UserError(f"ensemble '{d['ensemble']}' needs pressures", f"{where}.press",
                         "a non-empty list of pressures (bar)")
-    if not ens.needs_press and d["press"]:
-        raise UserError(f"ensemble '{d['ensemble']}' takes no pressure", f"{where}.press",
-                        "remove 'press' or use an npt ensemble")
     if len(set(d["sys_idx"])) != len(d["sys_idx"]):
         raise UserError("repeated system index", f"{where}.sys_idx", "unique indices")
     return ExploreJob(
         sys_idx=tuple(d["sys_idx"]),
         temps=tuple(d["temps"]),
-        press=tuple(d["press"]) if d["press"] else (),
+        # DP-GEN examples give press for nvt too; it does not apply there (one task per T)
+        press=tuple(d["press"]) if d["press"] and ens.needs_press else (),
         trj_freq=d["trj_freq"],
         nsteps=d["nsteps"],
         ensemble=d["ensemble"],
@@ -200,6 +197,53 @@ def _parse_job(value: Any, where: str) -> ExploreJob:
         f_trust_lo=d["model_devi_f_trust_lo"],
         f_trust_hi=d["model_devi_f_trust_hi"],
     )
+
+
+def _false_only(why: str):  # noqa: ANN202 - a parser
+    """A DP-GEN switch whose default (false) is what we do; true is not supported yet."""
+
+    def parse(value: Any, where: str) -> bool:
+        if as_bool(value, where):
+            raise UserError(f"'{where}: true' is not supported yet", where, why + "; set it to false")
+        return False
+
+    return parse
+
+
+def _bad_box_criteria(value: Any, where: str) -> dict[str, float]:
+    """DP-GEN's "length_ratio:5;height_ratio:5" (also wrap_ratio, tilt_ratio)."""
+    from dpgen_ng.explore.filters import BOX_CRITERIA
+
+    out: dict[str, float] = {}
+    for part in as_str(value, where).split(";"):
+        if not part.strip():
+            continue
+        key, _, num = part.partition(":")
+        key = key.strip()
+        if key not in BOX_CRITERIA:
+            raise UserError(f"unknown criterion {key!r}", where, "criteria from " + ", ".join(BOX_CRITERIA))
+        try:
+            out[key] = float(num)
+        except ValueError:
+            raise UserError(f"{part!r}", where, "'name:number' separated by ';'") from None
+    return out
+
+
+def _min_distance(value: Any, type_map: list[str]) -> dict[tuple[int, int], float]:
+    where = "fp_min_distance"
+    n = len(type_map)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        return {(a, b): float(value) for a in range(n) for b in range(a, n)}
+    out = {}
+    for key, dist in value.items():
+        names = str(key).split("-")
+        if len(names) != 2 or any(x not in type_map for x in names):
+            raise UserError(f"pair {key!r}", f"{where}.{key}", f"'A-B' with A, B from type_map {type_map}")
+        a, b = sorted(type_map.index(x) for x in names)
+        out[(a, b)] = positive(as_float)(dist, f"{where}.{key}")
+    return out
 
 
 def _mass_map(value: Any, where: str) -> list[float] | str:
@@ -223,7 +267,30 @@ def _training_param(value: Any, where: str) -> dict[str, Any]:
     for k in ("model", "training"):
         if not isinstance(d.get(k), dict):
             raise UserError(f"missing '{k}' section", where, "a DeePMD-kit input with 'model' and 'training'")
+    check_training_input(d, where)
     return copy.deepcopy(d)
+
+
+def check_training_input(d: dict[str, Any], where: str) -> None:
+    """Validate with DeePMD-kit's own (strict) schema, as ``dp train`` will, before any job runs."""
+    import warnings
+
+    from deepmd.utils.argcheck import normalize
+
+    trial = copy.deepcopy(d)
+    trial["training"].setdefault("training_data", {})["systems"] = ["placeholder"]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            normalize(trial)
+    except Exception as exc:  # dargs raises its own types
+        text = " ".join(str(exc).split())
+        loc = ""
+        if text.startswith("[at location `"):
+            loc, _, text = text[len("[at location `"):].partition("`] ")
+        text = text.replace("[at root location] ", "")
+        raise UserError(text.rstrip(". "), f"{where}.{loc}" if loc else where,
+                        "a valid DeePMD-kit 3.2 input (see `dp train --help` / its docs)") from None
 
 
 _FIELDS: dict[str, Field] = {
@@ -259,6 +326,11 @@ _FIELDS: dict[str, Field] = {
     "fp_accurate_soft_threshold": Field(in_range(as_float, 0.0, 1.0), default=None),
     "ratio_failed": Field(in_range(as_float, 0.0, 1.0), default=0.05),
     "seed": Field(positive(as_int, strict=False), default=1),
+    "fp_skip_bad_box": Field(_bad_box_criteria, default=dict),
+    "fp_min_distance": Field(either(positive(as_float), as_dict, expected="a distance (Å) or "
+                                    "{\"A-B\": distance}"), default=None),
+    "shuffle_poscar": Field(_false_only("shuffling the atoms of POSCARs is not supported yet"),
+                            default=False),
 }
 
 
@@ -293,6 +365,8 @@ class RunParams:
     fp_accurate_soft_threshold: float
     ratio_failed: float
     seed: int
+    skip_bad_box: dict[str, float] = field(default_factory=dict)
+    min_distance: dict[tuple[int, int], float] = field(default_factory=dict)
 
     def training_param(self) -> dict[str, Any]:
         """A fresh deep copy of ``default_training_param`` (the settings are never mutated)."""
@@ -319,6 +393,8 @@ class RunParams:
                 value = [job_json(job) for job in value]
             elif name == "fp_settings":
                 value = value.as_json()
+            elif name == "min_distance":
+                value = {f"{self.type_map[a]}-{self.type_map[b]}": d for (a, b), d in value.items()}
             out[name] = value
         return out
 
@@ -426,6 +502,8 @@ def parse_run_params(raw: dict[str, Any]) -> RunParams:
         fp_accurate_soft_threshold=soft,
         ratio_failed=p["ratio_failed"],
         seed=p["seed"],
+        skip_bad_box=p["fp_skip_bad_box"],
+        min_distance=_min_distance(p["fp_min_distance"], p["type_map"]),
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ACCURATE, CANDIDATE, FAILED = 0, 1, 2
+ACCURATE, CANDIDATE, FAILED, SKIPPED = 0, 1, 2, 3  # SKIPPED: a candidate a sanity filter rejected
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,13 @@ class SystemSelection:
     n_accurate: int
     n_candidate: int
     n_failed: int
+    n_skipped: int
     budget: int
     picked: np.ndarray  # shape (k, 2): task index, row index within that task; sorted
 
     @property
     def n_total(self) -> int:
-        return self.n_accurate + self.n_candidate + self.n_failed
+        return self.n_accurate + self.n_candidate + self.n_failed + self.n_skipped
 
     @property
     def accurate_ratio(self) -> float:
@@ -75,8 +76,13 @@ def select_system(
     soft: float,
     hard: float,
 ) -> SystemSelection:
-    """Count classes and pick at most the budget of candidates at random (seeded)."""
+    """Count classes and pick at most the budget of candidates at random (seeded).
+
+    Frames a filter rejected (SKIPPED) count as candidates for the accurate ratio, but are
+    never picked: the budget is filled from the remaining candidates.
+    """
     n_acc = int(np.count_nonzero(codes == ACCURATE))
+    n_skip = int(np.count_nonzero(codes == SKIPPED))
     cand = np.flatnonzero(codes == CANDIDATE)
     n_fail = int(np.count_nonzero(codes == FAILED))
     total = codes.size
@@ -86,4 +92,4 @@ def select_system(
     chosen = np.sort(rng.choice(cand, size=k, replace=False)) if k else np.zeros(0, dtype=int)
     picked = np.stack([task_index[chosen], row_index[chosen]], axis=1) if k else np.zeros((0, 2), int)
     order = np.lexsort((picked[:, 1], picked[:, 0])) if k else np.zeros(0, dtype=int)
-    return SystemSelection(n_acc, int(cand.size), n_fail, budget, picked[order])
+    return SystemSelection(n_acc, int(cand.size), n_fail, n_skip, budget, picked[order])

@@ -54,8 +54,12 @@ def split_labeler_keys(raw: dict, style: str, style_key: str) -> tuple[object, d
     cls = _registry[style]
     settings = cls.parse_settings({k: raw[k] for k in cls.KEYS if k in raw}, "")
     rest = {k: v for k, v in raw.items() if k not in cls.KEYS}
-    foreign = {k: f"it belongs to {style_key} '{other}', not '{style}'"
-               for other, keys in labeler_keys().items() for k in keys if k not in cls.KEYS}
+    owners: dict[str, list[str]] = {}
+    for other, keys in labeler_keys().items():
+        for k in keys:
+            if k not in cls.KEYS:
+                owners.setdefault(k, []).append(f"'{other}'")
+    foreign = {k: f"it belongs to {style_key} {' or '.join(o)}, not '{style}'" for k, o in owners.items()}
     return settings, rest, foreign
 
 

@@ -16,7 +16,7 @@ import dpdata
 import numpy as np
 from ase.data import atomic_numbers
 
-from dpgen_ng.config.fields import Field, as_dict, as_str
+from dpgen_ng.config.fields import Field, as_dict, as_str, list_of
 from dpgen_ng.errors import UserError
 from dpgen_ng.fp import register
 from dpgen_ng.fp.base import Failure, Labeler
@@ -75,7 +75,9 @@ def render(tree: dict[str, Any], indent: int = 0) -> list[str]:
     for key, value in tree.items():
         if key == "_":
             continue
-        if isinstance(value, dict):
+        if isinstance(value, dict) and isinstance(value.get("_"), list):
+            items = _expand(value)  # DP-GEN's form: "_": [a, b], KEY: [x, y] → two sections
+        elif isinstance(value, dict):
             items = [value]
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             items = value
@@ -91,6 +93,12 @@ def render(tree: dict[str, Any], indent: int = 0) -> list[str]:
             lines += render(item, indent + 1)
             lines.append(f"{pad}&END {key}")
     return lines
+
+
+def _expand(section: dict[str, Any]) -> list[dict[str, Any]]:
+    n = len(section["_"])
+    return [{k: (v[i] if isinstance(v, list) and len(v) == n else v) for k, v in section.items()}
+            for i in range(n)]
 
 
 def _scalar(value: Any) -> str:
@@ -118,11 +126,15 @@ class Cp2kSettings:
     user_fp_params: dict[str, Any]
     template: str | None
     template_path: str | None
+    pp_files: tuple[Path, ...] = ()  # basis / potential files that travel with each task
 
     def as_json(self) -> dict[str, Any]:
-        if self.template_path:
-            return {"external_input_path": self.template_path}
-        return {"user_fp_params": self.user_fp_params}
+        out: dict[str, Any] = ({"external_input_path": self.template_path} if self.template_path
+                               else {"user_fp_params": self.user_fp_params})
+        if self.pp_files:
+            out["fp_pp_path"] = str(self.pp_files[0].parent)
+            out["fp_pp_files"] = [p.name for p in self.pp_files]
+        return out
 
 
 @register("cp2k")
@@ -130,6 +142,8 @@ class Cp2kLabeler(Labeler):
     KEYS = {
         "user_fp_params": Field(as_dict, default=dict, doc="nested CP2K input merged over defaults"),
         "external_input_path": Field(_template, default=None, doc="a CP2K input template"),
+        "fp_pp_path": Field(as_str, default=None, doc="directory of basis/potential files to send"),
+        "fp_pp_files": Field(list_of(as_str), default=None, doc="basis/potential files to send"),
     }
     outlog = OUTPUT
     errlog = "cp2k.err"
@@ -142,7 +156,14 @@ class Cp2kLabeler(Labeler):
         params = as_dict(raw.get("user_fp_params", {}), "user_fp_params")
         tpath = raw.get("external_input_path")
         template = _template(tpath, "external_input_path") if tpath is not None else None
-        return Cp2kSettings(params, template, tpath)
+        pp_path = Path(as_str(raw.get("fp_pp_path") or ".", "fp_pp_path")).expanduser()
+        pp_files = []
+        for i, name in enumerate(list_of(as_str)(raw.get("fp_pp_files") or [], "fp_pp_files")):
+            if not (pp_path / name).is_file():
+                raise UserError(f"{pp_path / name} not found", f"fp_pp_files[{i}]",
+                                "a basis-set or potential file (referred to by name in the input)")
+            pp_files.append((pp_path / name).resolve())
+        return Cp2kSettings(params, template, tpath, tuple(pp_files))
 
     def input_text(self, frame: dpdata.System) -> str:
         cell = frame["cells"][0]
@@ -181,12 +202,17 @@ class Cp2kLabeler(Labeler):
         xyz = [f"{names[t]} {x:.10f} {y:.10f} {z:.10f}" for t, (x, y, z) in zip(types, coords)]
         (Path(task_dir) / COORD).write_text("\n".join(xyz) + "\n")
         (Path(task_dir) / INPUT).write_text(self.input_text(frame))
+        for src in self.settings.pp_files:  # linked here, sent with the task to remote machines
+            link = Path(task_dir) / src.name
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            link.symlink_to(src)
 
     def command(self, base_command: str) -> str:
         return f"{base_command} -i {INPUT}"
 
     def forward_files(self) -> list[str]:
-        return [INPUT, COORD]
+        return [INPUT, COORD, *(p.name for p in self.settings.pp_files)]
 
     def backward_files(self) -> list[str]:
         return [OUTPUT, self.errlog]

@@ -95,10 +95,11 @@ class PwscfLabeler(Labeler):
             else:
                 raise UserError(f"unknown key '{key}'", f"user_fp_params.{key}",
                                 "one of control, system, electrons, kspacing")
-        for fixed in ("ibrav", "nat", "ntyp"):
-            if fixed in params["system"]:
-                raise UserError(f"'{fixed}' is set by dpgen_ng", f"user_fp_params.system.{fixed}",
-                                "leave it out (ibrav = 0 with the frame's cell)")
+        if params["system"].pop("ibrav", 0) != 0:
+            raise UserError("ibrav must be 0", "user_fp_params.system.ibrav",
+                            "0 (the cell is given by CELL_PARAMETERS), or leave it out")
+        for derived in ("nat", "ntyp"):  # DP-GEN examples give them; they come from each frame
+            params["system"].pop(derived, None)
         if raw.get("fp_pp_files") is None:
             raise UserError("missing required key 'fp_pp_files'", "fp_pp_files",
                             "one UPF file per type_map entry, e.g. [\"H.pbe-kjpaw.UPF\", ...]")

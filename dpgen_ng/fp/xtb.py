@@ -80,6 +80,12 @@ class XtbLabeler(Labeler):
     def backward_files(self) -> list[str]:
         return [ENGRAD, self.outlog, self.errlog]
 
+    def diagnose(self, task_dir: Path) -> Failure | None:
+        out = Path(task_dir) / self.outlog
+        if out.is_file() and "convergence criteria cannot be satisfied" in out.read_text(errors="replace"):
+            return Failure("unconverged", f"SCC not converged in {self.settings.max_iterations} iterations")
+        return None
+
     def parse(self, task_dir: Path) -> dpdata.LabeledSystem | Failure:
         path = Path(task_dir) / ENGRAD
         if not path.is_file():

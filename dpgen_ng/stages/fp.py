@@ -14,7 +14,8 @@ import numpy as np
 from dpgen_ng.dispatch import TaskSpec
 from dpgen_ng.errors import StageError
 from dpgen_ng.explore import lammps
-from dpgen_ng.explore.select import CANDIDATE, Trust, classify, select_system
+from dpgen_ng.explore.filters import bad_box, min_distance_table, too_close
+from dpgen_ng.explore.select import CANDIDATE, SKIPPED, Trust, classify, select_system
 from dpgen_ng.fp import Failure, Labeler, labeler_class
 from dpgen_ng.io import atomic_write_json, atomic_write_text
 from dpgen_ng.stages import model_devi
@@ -40,25 +41,35 @@ def make(ctx: IterContext) -> None:
     lab = labeler(ctx)
     summary: dict[str, Any] = {}
     fp_tasks: list[dict[str, Any]] = []
+    cache: dict[int, dpdata.System] = {}
+
+    def frames(t: int) -> dpdata.System:
+        if t not in cache:
+            traj = md_dir / md_tasks[t]["path"] / lammps.TRAJ
+            cache[t] = dpdata.System(str(traj), fmt="lammps/dump", type_map=list(p.type_map))
+        return cache[t]
+
     for sys_idx in job.sys_idx:
         f_lo, f_hi, v_lo, v_hi = p.trust(job, sys_idx)
-        trust = Trust(f_lo, f_hi, v_lo, v_hi)
         mask = (table["sys_idx"] == sys_idx) & (table["step"] >= p.model_devi_skip)
-        codes = classify(table["max_devi_f"][mask], table["max_devi_v"][mask], trust)
+        codes = classify(table["max_devi_f"][mask], table["max_devi_v"][mask], Trust(f_lo, f_hi, v_lo, v_hi))
         task_idx = table["task"][mask].astype(int)
         rows = table["row"][mask].astype(int)
-        sel = select_system(task_idx, rows, codes, ctx.rng("fp", sys_idx), p.fp_task_max,
-                            p.fp_accurate_soft_threshold, p.fp_accurate_threshold)
-        tag = f"{sys_idx:03d}"
         steps = table["step"][mask].astype(int)
         cand = np.flatnonzero(codes == CANDIDATE)
+        tag = f"{sys_idx:03d}"
         atomic_write_text(fp_dir / f"candidate.{tag}.out", "".join(
             f"{md_tasks[task_idx[i]]['path']} {steps[i]}\n" for i in cand))
+        codes[cand[_rejected(p, cand, task_idx, rows, frames)]] = SKIPPED
+        sel = select_system(task_idx, rows, codes, ctx.rng("fp", sys_idx), p.fp_task_max,
+                            p.fp_accurate_soft_threshold, p.fp_accurate_threshold)
         n = max(sel.n_total, 1)
         for label, count in (("candidate", sel.n_candidate), ("failed", sel.n_failed),
                              ("accurate", sel.n_accurate)):
             log.info("system %s %-9s: %6d in %6d %6.2f %%", tag, label, count, sel.n_total,
                      100.0 * count / n)
+        if sel.n_skipped:
+            log.info("system %s: %d candidate(s) skipped by the sanity filters", tag, sel.n_skipped)
         if sel.n_total == 0:
             log.warning("system %s: no frames (maybe the model deviation is NaN or every MD task "
                         "failed)", tag)
@@ -66,35 +77,52 @@ def make(ctx: IterContext) -> None:
                  tag, sel.accurate_ratio, p.fp_accurate_soft_threshold, p.fp_accurate_threshold,
                  len(sel.picked))
         picked = []
-        by_task: dict[int, list[int]] = {}
-        for t, r in sel.picked:
-            by_task.setdefault(int(t), []).append(int(r))
         counter = 0
-        for t in sorted(by_task):
-            traj = md_dir / md_tasks[t]["path"] / lammps.TRAJ
-            frames = dpdata.System(str(traj), fmt="lammps/dump", type_map=list(p.type_map))
-            step_of = dict(zip(rows[task_idx == t], steps[task_idx == t]))
-            for r in by_task[t]:
-                if r >= frames.get_nframes():
-                    log.warning("%s has no frame %d (truncated trajectory); skipped", traj, r)
-                    continue
-                name = f"task.{tag}.{counter:06d}"
-                counter += 1
-                task_dir = fp_dir / name
-                task_dir.mkdir(exist_ok=True)
-                lab.write_inputs(frames.sub_system([r]), task_dir)
-                origin = {"sys_idx": sys_idx, "md_task": md_tasks[t]["path"], "step": int(step_of[r])}
-                atomic_write_json(task_dir / "job.json", origin)
-                fp_tasks.append({"path": name, **origin})
-                picked.append([md_tasks[t]["path"], int(step_of[r])])
+        for t, r in sel.picked:
+            t, r = int(t), int(r)
+            traj = frames(t)
+            if r >= traj.get_nframes():
+                log.warning("%s has no frame %d (truncated trajectory); skipped", md_tasks[t]["path"], r)
+                continue
+            name = f"task.{tag}.{counter:06d}"
+            counter += 1
+            task_dir = fp_dir / name
+            task_dir.mkdir(exist_ok=True)
+            lab.write_inputs(traj.sub_system([r]), task_dir)
+            step = int(steps[(task_idx == t) & (rows == r)][0])
+            origin = {"sys_idx": sys_idx, "md_task": md_tasks[t]["path"], "step": step}
+            atomic_write_json(task_dir / "job.json", origin)
+            fp_tasks.append({"path": name, **origin})
+            picked.append([md_tasks[t]["path"], step])
         summary[tag] = {
             "accurate": sel.n_accurate, "candidate": sel.n_candidate, "failed": sel.n_failed,
-            "total": sel.n_total, "accurate_ratio": sel.accurate_ratio, "budget": sel.budget,
-            "trust": {"f_lo": f_lo, "f_hi": f_hi, "v_lo": v_lo, "v_hi": v_hi},
+            "skipped": sel.n_skipped, "total": sel.n_total, "accurate_ratio": sel.accurate_ratio,
+            "budget": sel.budget, "trust": {"f_lo": f_lo, "f_hi": f_hi, "v_lo": v_lo, "v_hi": v_hi},
             "picked": picked,
         }
     atomic_write_json(fp_dir / SELECTION_FILE, {"iteration": ctx.iteration, "systems": summary})
     write_manifest(fp_dir, fp_tasks, fp_style=p.fp_style)
+
+
+def _rejected(p, cand: np.ndarray, task_idx: np.ndarray, rows: np.ndarray, frames) -> np.ndarray:  # noqa: ANN001
+    """Which candidates (positions in ``cand``) the sanity filters reject."""
+    bad = np.zeros(cand.size, dtype=bool)
+    if not (p.skip_bad_box or p.min_distance) or not cand.size:
+        return bad
+    table = min_distance_table(len(p.type_map), p.min_distance)
+    for t in np.unique(task_idx[cand]):
+        here = task_idx[cand] == t
+        traj = frames(int(t))
+        r = rows[cand[here]]
+        ok = r < traj.get_nframes()
+        cells, coords = traj["cells"][r[ok]], traj["coords"][r[ok]]
+        verdict = np.zeros(r.size, dtype=bool)
+        if p.skip_bad_box:
+            verdict[ok] |= bad_box(cells, p.skip_bad_box)
+        if p.min_distance:
+            verdict[ok] |= too_close(coords, cells, traj["atom_types"], table)
+        bad[here] = verdict
+    return bad
 
 
 def run(ctx: IterContext) -> None:
@@ -109,8 +137,8 @@ def run(ctx: IterContext) -> None:
     ctx.dispatcher("fp").run(ctx.iteration, "fp", fp_dir, specs, allow_failures=True)
 
 
-def write_data(out_dir: Path, systems: list[dpdata.LabeledSystem], type_map: tuple[str, ...]) -> int:
-    """Write labeled frames to ``out_dir/<formula>/`` (deepmd/npy), replacing it atomically."""
+def write_data(out_dir: Path, systems: list[dpdata.System], type_map: tuple[str, ...]) -> int:
+    """Write frames to ``out_dir/<formula>/`` (deepmd/npy), replacing it atomically."""
     ms = dpdata.MultiSystems(type_map=list(type_map))
     for s in systems:
         ms.append(s)
@@ -132,19 +160,27 @@ def post(ctx: IterContext) -> None:
     tasks = read_manifest(fp_dir)["tasks"]
     lab = labeler(ctx)
     labeled: dict[int, list[dpdata.LabeledSystem]] = {}
+    failed: dict[int, list[dpdata.System]] = {}
     records = []
     reasons: Counter[str] = Counter()
     for t in tasks:
-        out = lab.result(fp_dir / t["path"])
+        task_dir = fp_dir / t["path"]
+        out = lab.result(task_dir)
+        origin = {"path": t["path"], "md_task": t["md_task"], "step": t["step"]}
         if isinstance(out, Failure):
             reasons[out.kind] += 1
-            records.append({"path": t["path"], "status": "failed", "kind": out.kind, "detail": out.detail})
+            records.append({**origin, "status": "failed", "kind": out.kind, "detail": out.detail})
+            failed.setdefault(t["sys_idx"], []).append(lab.read_conf(task_dir))
         else:
             labeled.setdefault(t["sys_idx"], []).append(out)
-            records.append({"path": t["path"], "status": "labeled"})
+            records.append({**origin, "status": "labeled"})
     n_labeled = 0
     for sys_idx, systems in sorted(labeled.items()):
         n_labeled += write_data(fp_dir / f"data.{sys_idx:03d}", systems, p.type_map)
+    # the frames that could not be labeled are kept aside (never trained on), with their reasons
+    # in labels.json, e.g. to relabel them with other settings
+    for sys_idx, systems in sorted(failed.items()):
+        write_data(fp_dir / f"failed.{sys_idx:03d}", systems, p.type_map)
     n_failed = sum(reasons.values())
     atomic_write_json(fp_dir / LABELS_FILE, {
         "labeled": n_labeled, "failed": n_failed, "by_reason": dict(reasons), "tasks": records,
