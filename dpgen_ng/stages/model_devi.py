@@ -91,7 +91,9 @@ def run(ctx: IterContext) -> None:
     md_dir = ctx.stage_dir(1)
     manifest = read_manifest(md_dir)
     base = ctx.machines["model_devi"].command
-    cmd = f"{base} -in {lammps.INPUT} -log {lammps.LOG}"
+    # DP-GEN machine files sometimes spell the input out ("lmp -i input.lammps -v restart 0")
+    names_input = any(tok in ("-i", "-in") for tok in base.split())
+    cmd = f"{base} -log {lammps.LOG}" if names_input else f"{base} -in {lammps.INPUT} -log {lammps.LOG}"
     specs = [TaskSpec(t["path"], cmd, (lammps.CONF, lammps.INPUT),
                       (lammps.DEVI, lammps.TRAJ, lammps.LOG), "lmp.out", "lmp.err")
              for t in manifest["tasks"]]
