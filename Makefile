@@ -10,7 +10,7 @@ DEMO_DIR   ?= demo-run
 PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup apt venv demo test lint bench clean
+.PHONY: all setup apt venv demo demo-cu test lint bench clean
 
 all: test
 
@@ -37,6 +37,12 @@ demo: setup
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR) && cp examples/methane/* $(DEMO_DIR)/
 	cd $(DEMO_DIR) && dpgen init_bulk init.json machine.json
 	cd $(DEMO_DIR) && time dpgen run param.json machine.json
+
+# fcc Cu: init_bulk (relax, perturb, AIMD with EMT) then two iterations labeled with EMT
+demo-cu: setup
+	rm -rf $(DEMO_DIR)-cu && mkdir -p $(DEMO_DIR)-cu && cp examples/cu/* $(DEMO_DIR)-cu/
+	cd $(DEMO_DIR)-cu && dpgen init_bulk init.json machine.json
+	cd $(DEMO_DIR)-cu && time dpgen run param.json machine.json
 
 test: setup
 	$(VENV)/bin/ruff check dpgen_ng tests bench

@@ -13,8 +13,8 @@ from dpgen_ng.config.machine import parse_stage
 from dpgen_ng.dispatch import Dispatcher, TaskSpec
 from dpgen_ng.fp import Failure, labeler_class
 from dpgen_ng.fp.cp2k import default_input, merge
-from dpgen_ng.fp.xtb import read_engrad
 from dpgen_ng.ledger import Ledger
+from dpgen_ng.xtbio import read_engrad
 from tests.conftest import DATA, EXAMPLE
 
 TYPE_MAP = ("H", "C")

@@ -14,31 +14,34 @@ from dpgen_ng.config.fields import (
     as_str,
     in_range,
     list_of,
+    one_of,
     parse_section,
     positive,
 )
 from dpgen_ng.errors import UserError
-from dpgen_ng.fp import labeler_names, split_labeler_keys
+from dpgen_ng.fp import labeler_class, labeler_names, split_labeler_keys
+from dpgen_ng.initbulk.crystal import CELLS
 from dpgen_ng.io import load_config
 
-STAGE_NAMES = {1: "relax", 2: "scale/perturb", 3: "AIMD", 4: "collect (label + deepmd/npy)"}
-SUPPORTED_STAGES = (2, 4)
+STAGE_NAMES = {1: "relax", 2: "scale/perturb", 3: "AIMD", 4: "collect"}
+STAGE_JOB = {1: "relax", 3: "md"}  # the job kind a stage needs from the engine
 
 UNSUPPORTED = {
-    "cell_type": "building crystals from cell_type/latt is not supported yet; use from_poscar",
-    "latt": "building crystals from cell_type/latt is not supported yet; use from_poscar",
-    "potcars": "VASP is not supported yet as init_fp_style; use xtb or cp2k",
-    "relax_incar": "the relax stage (1) is not supported yet",
-    "md_incar": "the AIMD stage (3) is not supported yet",
-    "relax_kpt": "the relax stage (1) is not supported yet",
-    "md_kpt": "the AIMD stage (3) is not supported yet",
+    "potcars": "init_fp_style 'vasp' is not supported yet for init_bulk; use emt, xtb, cp2k or pwscf",
+    "relax_incar": "init_fp_style 'vasp' is not supported yet for init_bulk",
+    "md_incar": "init_fp_style 'vasp' is not supported yet for init_bulk",
+    "relax_kpt": "init_fp_style 'vasp' is not supported yet for init_bulk",
+    "md_kpt": "init_fp_style 'vasp' is not supported yet for init_bulk",
     "layer_numb": "init_surf is not supported yet",
     "vacuum_max": "init_surf is not supported yet",
+    "init_fp_style_ABACUS": "ABACUS is not supported yet",
 }
 
 _FIELDS = {
-    "stages": Field(list_of(in_range(as_int, 1, 4), min_len=1), doc="stages to run, e.g. [2, 4]"),
-    "elements": Field(list_of(as_str, min_len=1), doc="element names (the type map)"),
+    "stages": Field(list_of(in_range(as_int, 1, 4), min_len=1), doc="stages to run, e.g. [1, 2, 3, 4]"),
+    "elements": Field(list_of(as_str, min_len=1), doc="element names (the type map of the data)"),
+    "cell_type": Field(one_of(*CELLS), default=None),
+    "latt": Field(positive(as_float), default=None),
     "from_poscar": Field(as_bool, default=False),
     "from_poscar_path": Field(as_str, default=None),
     "super_cell": Field(list_of(positive(as_int), min_len=3), default=lambda: [1, 1, 1]),
@@ -47,9 +50,14 @@ _FIELDS = {
     "pert_numb": Field(positive(as_int, strict=False), default=0),
     "pert_box": Field(positive(as_float, strict=False), default=0.0),
     "pert_atom": Field(positive(as_float, strict=False), default=0.0),
-    "md_nstep": Field(positive(as_int), default=None),
+    "md_nstep": Field(positive(as_int), default=10),
     "coll_ndata": Field(positive(as_int), default=10**7),
     "init_fp_style": Field(as_str, default="xtb"),
+    "relax_fmax": Field(positive(as_float), default=0.05, doc="eV/Å"),
+    "relax_steps": Field(positive(as_int), default=200),
+    "relax_cell": Field(as_bool, default=True),
+    "md_temp": Field(positive(as_float), default=300.0, doc="K"),
+    "md_dt": Field(positive(as_float), default=1.0, doc="fs"),
     "seed": Field(positive(as_int, strict=False), default=1),
 }
 
@@ -58,25 +66,30 @@ _FIELDS = {
 class InitBulkParams:
     stages: tuple[int, ...]
     elements: tuple[str, ...]
-    poscar: Path
+    poscar: Path | None
+    cell_type: str | None
+    latt: float | None
     super_cell: tuple[int, int, int]
     scale: tuple[float, ...]
     skip_relax: bool
     pert_numb: int
     pert_box: float
     pert_atom: float
+    md_nstep: int
     coll_ndata: int
     fp_style: str
     fp_settings: Any
+    options: dict[str, Any]  # relax/MD options handed to the engine
     seed: int
 
     def out_dir_name(self) -> str:
         a, b, c = self.super_cell
-        return f"{self.poscar.name}.{a:02d}x{b:02d}x{c:02d}"
+        stem = self.poscar.name if self.poscar else f"{''.join(self.elements).lower()}.{self.cell_type}"
+        return f"{stem}.{a:02d}x{b:02d}x{c:02d}"
 
     def effective(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        out["poscar"] = str(self.poscar)
+        out["poscar"] = str(self.poscar) if self.poscar else None
         out["fp_settings"] = self.fp_settings.as_json()
         return out
 
@@ -87,28 +100,36 @@ def parse_init_params(raw: dict[str, Any], base_dir: Path) -> InitBulkParams:
         raise UserError(f"got {style!r}", "init_fp_style", "one of " + ", ".join(labeler_names()))
     fp_settings, rest, foreign = split_labeler_keys(raw, style, "init_fp_style")
     p = parse_section(rest, _FIELDS, "", UNSUPPORTED, foreign)
-    for s in p["stages"]:
-        if s not in SUPPORTED_STAGES:
-            raise UserError(f"stage {s} ({STAGE_NAMES[s]}) is not supported yet", "stages",
-                            "stages from " + str(list(SUPPORTED_STAGES)))
-    if not p["from_poscar"] or not p["from_poscar_path"]:
-        raise UserError("only from_poscar is supported yet", "from_poscar",
-                        "from_poscar: true and from_poscar_path: <POSCAR file>")
-    if 2 in p["stages"] and not p["skip_relax"]:
-        raise UserError("skip_relax is false but the relax stage is not supported yet", "skip_relax",
-                        "true (the POSCAR is scaled and perturbed as given)")
     if len(p["super_cell"]) != 3:
         raise UserError(f"{len(p['super_cell'])} values", "super_cell", "three integers")
-    poscar = Path(p["from_poscar_path"]).expanduser()
-    if not poscar.is_absolute():
-        poscar = base_dir / poscar
-    if not poscar.is_file():
-        raise UserError(f"{poscar} not found", "from_poscar_path", "a POSCAR file")
+    poscar = None
+    if p["from_poscar"]:
+        if not p["from_poscar_path"]:
+            raise UserError("from_poscar is true but from_poscar_path is missing", "from_poscar_path",
+                            "a POSCAR file")
+        poscar = Path(p["from_poscar_path"]).expanduser()
+        if not poscar.is_absolute():
+            poscar = base_dir / poscar
+        if not poscar.is_file():
+            raise UserError(f"{poscar} not found", "from_poscar_path", "a POSCAR file")
+    elif p["cell_type"] is None or p["latt"] is None:
+        raise UserError("no structure given", "cell_type",
+                        "cell_type (" + ", ".join(CELLS) + ") with latt, or from_poscar + from_poscar_path")
+    options = {k: p[k] for k in ("relax_fmax", "relax_steps", "relax_cell", "md_nstep", "md_temp", "md_dt")}
+    engine = labeler_class(style)(fp_settings, tuple(p["elements"]))
+    can = engine.jobs(options)
+    for stage in p["stages"]:
+        kind = STAGE_JOB.get(stage)
+        if kind and kind not in can:
+            raise UserError(f"init_fp_style '{style}' cannot run stage {stage} ({STAGE_NAMES[stage]}) yet",
+                            "stages", f"an engine that can (emt, xtb), or leave stage {stage} out")
     return InitBulkParams(
         stages=tuple(sorted(set(p["stages"]))), elements=tuple(p["elements"]), poscar=poscar,
+        cell_type=None if poscar else p["cell_type"], latt=None if poscar else p["latt"],
         super_cell=tuple(p["super_cell"]), scale=tuple(p["scale"]), skip_relax=p["skip_relax"],
         pert_numb=p["pert_numb"], pert_box=p["pert_box"], pert_atom=p["pert_atom"],
-        coll_ndata=p["coll_ndata"], fp_style=style, fp_settings=fp_settings, seed=p["seed"],
+        md_nstep=p["md_nstep"], coll_ndata=p["coll_ndata"], fp_style=style, fp_settings=fp_settings,
+        options=options, seed=p["seed"],
     )
 
 

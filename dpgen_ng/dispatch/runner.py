@@ -234,7 +234,9 @@ class Dispatcher:
         covered: set[str] = set()
         for row in self.ledger.open_batches(run.iteration, run.stage, base_key):
             if not set(row.task_ids) <= by_id.keys():
-                self.ledger.close_batch(row.batch_id, "abandoned")  # the tasks changed since
+                log.warning("%s: the inputs of batch %d changed since it was submitted; its jobs are "
+                            "not re-attached", run.stage, row.batch_id)
+                self.ledger.close_batch(row.batch_id, "abandoned")
                 continue
             if not set(row.task_ids) & pending_ids:
                 self.ledger.close_batch(row.batch_id)

@@ -65,6 +65,7 @@ def split_labeler_keys(raw: dict, style: str, style_key: str) -> tuple[object, d
 
 # The engines (import registers them).
 from dpgen_ng.fp import cp2k as _cp2k  # noqa: E402,F401
+from dpgen_ng.fp import emt as _emt  # noqa: E402,F401
 from dpgen_ng.fp import pwscf as _pwscf  # noqa: E402,F401
 from dpgen_ng.fp import vasp as _vasp  # noqa: E402,F401
 from dpgen_ng.fp import xtb as _xtb  # noqa: E402,F401

@@ -5,6 +5,7 @@ Every labeler returns either a labeled dpdata system (one frame) or a typed :cla
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,6 +19,19 @@ from dpgen_ng.io import tail
 
 FAILURE_KINDS = ("crashed", "unconverged", "parse_error", "missing_output", "non_finite")
 CONF_FILE = "POSCAR"  # every fp task keeps its frame as a POSCAR (type order = type_map)
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """How a labeler does one kind of job (``single`` point, ``relax``, ``md``) in a task dir."""
+
+    write: Callable[[dpdata.System, Path], None]
+    command: Callable[[str], str]
+    forward: tuple[str, ...]
+    backward: tuple[str, ...]
+    parse: Callable[[Path], Any]  # -> dpdata.System / LabeledSystem, or Failure
+    outlog: str
+    errlog: str
 
 
 @dataclass(frozen=True)
@@ -69,18 +83,24 @@ class Labeler:
         """A more precise failure than *crashed* for a non-zero exit (e.g. SCF not converged)."""
         return None
 
-    def result(self, task_dir: Path) -> dpdata.LabeledSystem | Failure:
-        """The labels of a task, or why there are none (whatever happened to its job)."""
+    def jobs(self, options: dict[str, Any]) -> dict[str, JobKind]:
+        """The kinds of job this labeler can do; init_bulk asks for ``relax`` and ``md`` too."""
+        return {"single": JobKind(self.write_inputs, self.command, tuple(self.forward_files()),
+                                  tuple(self.backward_files()), self.parse, self.outlog, self.errlog)}
+
+    def result(self, task_dir: Path, job: JobKind | None = None) -> Any:
+        """The outcome of a task (labels, or a structure for a relaxation), or why there is none."""
+        job = job or self.jobs({})["single"]
         info = read_task_rc(task_dir)
         if info is None:
             return Failure("crashed", "the job never completed (lost, or killed after all retries)")
         if info.rc != 0:
             return self.diagnose(task_dir) or Failure(
-                "crashed", f"exit code {info.rc}; stderr: {tail(Path(task_dir) / self.errlog, 3)}")
-        missing = [m for m in info.missing if m in self.backward_files()]
+                "crashed", f"exit code {info.rc}; stderr: {tail(Path(task_dir) / job.errlog, 3)}")
+        missing = [m for m in info.missing if m in job.backward]
         if missing:
             return Failure("missing_output", f"the program made no {', '.join(missing)}")
-        return self.parse(task_dir)
+        return job.parse(task_dir)
 
     # --- shared helpers -------------------------------------------------------------------
     def write_conf(self, frame: dpdata.System, task_dir: Path) -> None:

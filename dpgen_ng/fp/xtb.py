@@ -6,6 +6,7 @@ large box, such as the methane example. Energies and forces only (no virial).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,9 @@ from ase.units import Bohr, Hartree
 
 from dpgen_ng.config.fields import Field, as_dict, as_float, as_int, one_of, parse_section, positive
 from dpgen_ng.fp import register
-from dpgen_ng.fp.base import Failure, Labeler
-
-METHOD_FLAGS = {"gfn2": "--gfn 2", "gfn1": "--gfn 1", "gfn0": "--gfn 0", "gfnff": "--gfnff"}
+from dpgen_ng.fp.ase_jobs import ase_jobs
+from dpgen_ng.fp.base import Failure, JobKind, Labeler
+from dpgen_ng.xtbio import METHOD_FLAGS, read_engrad
 
 _PARAMS = {
     "method": Field(one_of(*METHOD_FLAGS), default="gfn2"),
@@ -80,6 +81,13 @@ class XtbLabeler(Labeler):
     def backward_files(self) -> list[str]:
         return [ENGRAD, self.outlog, self.errlog]
 
+    def jobs(self, options: dict[str, Any]) -> dict[str, JobKind]:
+        """Single points natively; relaxation and MD driven by ASE (xtb's own MD keeps no forces)."""
+        params = {**asdict(self.settings), "command": options.get("command", "xtb")}
+        return {**super().jobs(options),
+                **ase_jobs("xtb", params, options, self.type_map, self.checked, ("relax", "md"),
+                           python=sys.executable)}
+
     def diagnose(self, task_dir: Path) -> Failure | None:
         out = Path(task_dir) / self.outlog
         if out.is_file() and "convergence criteria cannot be satisfied" in out.read_text(errors="replace"):
@@ -101,15 +109,3 @@ class XtbLabeler(Labeler):
         data["energies"] = np.array([energy * Hartree])
         data["forces"] = (-grad * Hartree / Bohr)[None, :, :]
         return self.checked(dpdata.LabeledSystem(data=data))
-
-
-def read_engrad(path: Path) -> tuple[float, np.ndarray]:
-    """Energy (Hartree) and gradient (Hartree/Bohr, shape natoms×3) from an xtb/ORCA .engrad."""
-    values = [ln.split()[0] for ln in Path(path).read_text().splitlines()
-              if ln.strip() and not ln.lstrip().startswith("#")]
-    natoms = int(values[0])
-    energy = float(values[1])
-    grad = np.array([float(v) for v in values[2 : 2 + 3 * natoms]])
-    if grad.size != 3 * natoms:
-        raise ValueError(f"gradient has {grad.size} values, expected {3 * natoms}")
-    return energy, grad.reshape(natoms, 3)

@@ -1,0 +1,198 @@
+"""init_bulk: crystals and site placement, the DP-GEN layout, relax → perturb → AIMD → collect
+with EMT (end to end) and with real xtb on CH4, incomplete MD left out, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dpdata
+import numpy as np
+import pytest
+from ase.calculators.emt import EMT
+
+from dpgen_ng.config.init import parse_init_params
+from dpgen_ng.config.machine import parse_machine
+from dpgen_ng.errors import UserError
+from dpgen_ng.initbulk.bulk import init_bulk
+from dpgen_ng.initbulk.crystal import compositions, place_elements, supercell_sites
+from tests.conftest import EXAMPLE, ROOT, write_json
+
+CU = ROOT / "examples" / "cu"
+
+
+@pytest.mark.parametrize("cell_type,n,nn", [
+    ("sc", 1, 1.0), ("bcc", 2, np.sqrt(3) / 2), ("fcc", 4, 1 / np.sqrt(2)), ("diamond", 8, np.sqrt(3) / 4),
+    ("hcp", 2, 1.0)])
+def test_unit_cells_sites_and_nearest_neighbours(cell_type, n, nn):
+    cell, sites = supercell_sites(cell_type, 1.0, (1, 1, 1))
+    assert len(sites) == n
+    big, many = supercell_sites(cell_type, 1.0, (3, 3, 3))
+    assert len(many) == 27 * n and np.allclose(big, 3 * cell)
+    frac = many @ np.linalg.inv(big)
+    d = frac[:, None] - frac[None]
+    d -= np.round(d)
+    dist = np.linalg.norm(d @ big, axis=-1)
+    assert np.min(dist[dist > 1e-9]) == pytest.approx(nn, rel=1e-9)
+
+
+def test_compositions_hand_counted():
+    assert compositions(4, 1) == [(4,)]
+    assert compositions(4, 2) == [(3, 1), (2, 2), (1, 3)]
+    assert len(compositions(4, 3)) == 3  # (2,1,1) (1,2,1) (1,1,2)
+    assert len(compositions(8, 2)) == 7
+    assert compositions(2, 3) == []
+
+
+def test_place_elements_every_composition_on_the_sites():
+    placed = place_elements("fcc", 4.0, (1, 1, 1), ("Al", "Mg"), np.random.default_rng(0))
+    assert [c for c, _ in placed] == [(3, 1), (2, 2), (1, 3)]
+    _, sites = supercell_sites("fcc", 4.0, (1, 1, 1))
+    for counts, s in placed:
+        assert s["atom_numbs"] == list(counts) and s["atom_names"] == ["Al", "Mg"]
+        # the same sites, only the species differ
+        assert sorted(map(tuple, np.round(s["coords"][0], 6))) == sorted(map(tuple, np.round(sites, 6)))
+    again = place_elements("fcc", 4.0, (1, 1, 1), ("Al", "Mg"), np.random.default_rng(0))
+    assert all(np.array_equal(a["coords"], b["coords"]) for (_, a), (_, b) in zip(placed, again))
+
+
+def test_init_config_errors(tmp_path):
+    raw = json.loads((CU / "init.json").read_text())
+    with pytest.raises(UserError, match="cell_type"):
+        parse_init_params({k: v for k, v in raw.items() if k != "cell_type"}, tmp_path)
+    with pytest.raises(UserError, match="cannot run stage 1"):
+        parse_init_params({**raw, "init_fp_style": "cp2k"}, tmp_path)
+    with pytest.raises(UserError, match="not supported yet"):
+        parse_init_params({**raw, "potcars": ["POTCAR"]}, tmp_path)
+    with pytest.raises(UserError, match="did you mean 'pert_numb'"):
+        parse_init_params({**raw, "pert_num": 3}, tmp_path)
+
+
+def cu_setup(work: Path, **changes) -> tuple[dict, dict]:
+    work.mkdir(parents=True, exist_ok=True)
+    raw = {**json.loads((CU / "init.json").read_text()), **changes}
+    machine = json.loads((CU / "machine.json").read_text())
+    machine["fp"]["command"] = sys.executable
+    machine["fp"]["machine"]["remote_root"] = str(work / "remote")
+    machine["fp"]["check_interval"] = 0.2
+    write_json(work / "init.json", raw)
+    write_json(work / "machine.json", machine)
+    return raw, machine
+
+
+@pytest.fixture(scope="module")
+def cu_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("cu")
+    raw, machine = cu_setup(work, scale=[1.0], pert_numb=3)
+    report = init_bulk(parse_init_params(raw, work), work, parse_machine(machine, ("fp",)))
+    return work, report
+
+
+@pytest.mark.engine
+def test_emt_end_to_end_layout_and_labels(cu_run):
+    work, report = cu_run
+    out = work / "cu.fcc.02x02x02"
+    assert report["systems"] == ["sys-0032"] and report["relax"]["sys-0032"]["converged"]
+    place = out / "00.place_ele" / "sys-0032"
+    relaxed = dpdata.System(str(place / "CONTCAR"), fmt="vasp/poscar")
+    a = np.linalg.norm(relaxed["cells"][0][0]) / 2
+    assert a == pytest.approx(3.59, abs=0.02)  # EMT's fcc Cu lattice constant
+    pert = out / "01.scale_pert" / "sys-0032" / "scale-1.000"
+    assert sorted(p.name for p in pert.iterdir()) == ["000000", "000001", "000002", "000003"]
+    frame0 = dpdata.System(str(pert / "000000" / "POSCAR"), fmt="vasp/poscar")
+    assert np.allclose(frame0["cells"], relaxed["cells"]) and np.allclose(frame0["coords"], relaxed["coords"])
+    md = out / "02.md" / "sys-0032"
+    assert (md / "scale-1.000" / "000002" / "traj.extxyz").is_file()
+    data = dpdata.LabeledSystem(str(md / "deepmd"), fmt="deepmd/npy")
+    assert data.get_nframes() == 4 * 10 and report["collected"]["sys-0032"]["frames"] == 40
+    # the labels are EMT's own numbers
+    atoms = data.to("ase/structure")[17]
+    atoms.calc = EMT()
+    assert atoms.get_potential_energy() == pytest.approx(data["energies"][17], abs=1e-6)
+    assert np.allclose(atoms.get_forces(), data["forces"][17], atol=1e-6)
+
+
+@pytest.mark.engine
+def test_collect_leaves_out_incomplete_md(cu_run, tmp_path):
+    work, _ = cu_run
+    copy = tmp_path / "w"
+    shutil.copytree(work, copy, symlinks=True)
+    traj = copy / "cu.fcc.02x02x02" / "02.md" / "sys-0032" / "scale-1.000" / "000001" / "traj.extxyz"
+    frames = traj.read_text().split("\n32\n")
+    traj.write_text("\n32\n".join(frames[:5]) + "\n")  # an AIMD cut short: 5 of 10 steps
+    raw, machine = cu_setup(copy, scale=[1.0], pert_numb=3, stages=[4])
+    report = init_bulk(parse_init_params(raw, copy), copy, parse_machine(machine, ("fp",)))
+    assert report["collected"]["sys-0032"] == {"frames": 30, "tasks_left_out": 1}
+
+
+@pytest.mark.engine
+def test_xtb_relax_and_md_on_ch4(tmp_path):
+    shutil.copy(EXAMPLE / "CH4.POSCAR", tmp_path)
+    raw = {**json.loads((EXAMPLE / "init.json").read_text()), "stages": [1, 2, 3, 4], "skip_relax": False,
+           "pert_numb": 2, "md_nstep": 5, "md_dt": 0.5}
+    machine = json.loads((EXAMPLE / "machine.json").read_text())
+    machine["fp"]["machine"]["remote_root"] = str(tmp_path / "remote")
+    report = init_bulk(parse_init_params(raw, tmp_path), tmp_path, parse_machine(machine, ("fp",)))
+    assert report["relax"]["sys-0004-0001"]["converged"]
+    out = tmp_path / "CH4.POSCAR.01x01x01"
+    relaxed = dpdata.System(str(out / "00.place_ele" / "sys-0004-0001" / "CONTCAR"), fmt="vasp/poscar",
+                            type_map=["H", "C"])
+    ch = np.linalg.norm(relaxed["coords"][0][:4] - relaxed["coords"][0][4], axis=1)
+    assert np.allclose(ch, 1.09, atol=0.02)  # GFN2 C-H bond length
+    data = dpdata.LabeledSystem(str(out / "02.md" / "sys-0004-0001" / "deepmd"), fmt="deepmd/npy")
+    assert data.get_nframes() == 3 * 5
+    assert np.all(np.isfinite(data["forces"]))
+
+
+@pytest.mark.engine
+def test_init_bulk_resumes_after_sigkill(tmp_path):
+    def setup(work: Path) -> None:
+        cu_setup(work, scale=[1.0, 1.02], pert_numb=3)
+        machine = json.loads((work / "machine.json").read_text())
+        wrapper = work / "counted"
+        log = work / "calls.log"
+        wrapper.write_text('#!/bin/bash\n'
+                           f'echo "start $(md5sum < POSCAR | cut -c1-12) $*" >> {log}\nexec "$@"\n')
+        wrapper.chmod(0o755)
+        machine["fp"]["command"] = f"{wrapper} {sys.executable}"
+        machine["fp"]["resources"]["group_size"] = 1
+        write_json(work / "machine.json", machine)
+
+    def cli(work: Path) -> subprocess.Popen:
+        argv = [sys.executable, "-m", "dpgen_ng.cli", "init_bulk", "init.json", "machine.json"]
+        return subprocess.Popen(argv, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    ref, work = tmp_path / "ref", tmp_path / "killed"
+    setup(ref)
+    assert cli(ref).wait() == 0
+    setup(work)
+    proc = cli(work)
+    deadline = time.monotonic() + 120
+    log = work / "calls.log"
+    # the relaxation and at least 4 of the 10 AIMD runs have started
+    while not (log.exists() and len(log.read_text().splitlines()) >= 5):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert cli(work).wait() == 0
+    calls = log.read_text().splitlines()
+    assert len(calls) == len(set(calls)) == len((ref / "calls.log").read_text().splitlines())
+    data = Path("cu.fcc.02x02x02") / "02.md" / "sys-0032" / "deepmd"
+    a = dpdata.LabeledSystem(str(work / data), fmt="deepmd/npy")
+    b = dpdata.LabeledSystem(str(ref / data), fmt="deepmd/npy")
+    assert np.array_equal(a["coords"], b["coords"]) and np.array_equal(a["forces"], b["forces"])
+
+
+def test_cu_examples_pass_check():
+    for param, machine in (("param.json", "machine.json"), ("init.json", "machine.json"),
+                           ("init-pwscf.json", "machine-pwscf.json")):
+        out = subprocess.run([sys.executable, "-m", "dpgen_ng.cli", "check", param, machine], cwd=CU,
+                             capture_output=True, text=True)
+        assert out.returncode == 0, (param, out.stderr)
