@@ -67,7 +67,7 @@ def test_init_config_errors(tmp_path):
     with pytest.raises(UserError, match="cell_type"):
         parse_init_params({k: v for k, v in raw.items() if k != "cell_type"}, tmp_path)
     with pytest.raises(UserError, match="cannot run stage 1"):
-        parse_init_params({**raw, "init_fp_style": "cp2k"}, tmp_path)
+        parse_init_params({**raw, "init_fp_style": "pwscf", "fp_pp_files": ["Cu.pbe-kjpaw.UPF"]}, tmp_path)
     with pytest.raises(UserError, match="not supported yet"):
         parse_init_params({**raw, "potcars": ["POTCAR"]}, tmp_path)
     with pytest.raises(UserError, match="did you mean 'pert_numb'"):
@@ -196,3 +196,29 @@ def test_cu_examples_pass_check():
         out = subprocess.run([sys.executable, "-m", "dpgen_ng.cli", "check", param, machine], cwd=CU,
                              capture_output=True, text=True)
         assert out.returncode == 0, (param, out.stderr)
+
+
+@pytest.mark.engine
+def test_cp2k_geo_opt_and_md_on_ch4(tmp_path):
+    """Real CP2K: GEO_OPT of CH4 (5 steps at most), then a 2-step NVT AIMD, collected."""
+    shutil.copy(EXAMPLE / "CH4.POSCAR", tmp_path)
+    raw = {**json.loads((EXAMPLE / "init.json").read_text()), "stages": [1, 2, 3, 4], "skip_relax": False,
+           "pert_numb": 0, "md_nstep": 2, "md_dt": 0.5, "init_fp_style": "cp2k", "relax_steps": 5,
+           "user_fp_params": {"FORCE_EVAL": {"DFT": {"MGRID": {"CUTOFF": 200, "REL_CUTOFF": 30}}}}}
+    raw.pop("fp_params")
+    machine = json.loads((EXAMPLE / "machine-cp2k.json").read_text())
+    machine["fp"]["machine"]["remote_root"] = str(tmp_path / "remote")
+    report = init_bulk(parse_init_params(raw, tmp_path), tmp_path, parse_machine(machine, ("fp",)))
+    out = tmp_path / "CH4.POSCAR.01x01x01"
+    text = (out / "00.place_ele" / "sys-0004-0001" / "input.inp").read_text()
+    assert "RUN_TYPE CELL_OPT" in text and "&CELL_OPT" in text
+    relaxed = dpdata.System(str(out / "00.place_ele" / "sys-0004-0001" / "CONTCAR"), fmt="vasp/poscar",
+                            type_map=["H", "C"])
+    ch = np.linalg.norm(relaxed["coords"][0][:4] - relaxed["coords"][0][4], axis=1)
+    assert np.all(np.abs(ch - 1.095) < 0.03)  # PBE C-H (the start was 1.09 Å)
+    md_input = (out / "02.md" / "sys-0004-0001" / "scale-1.000" / "000000" / "input.inp").read_text()
+    assert "RUN_TYPE MD" in md_input and "ENSEMBLE NVT" in md_input and "STEPS 2" in md_input
+    assert report["collected"]["sys-0004-0001"] == {"frames": 2, "tasks_left_out": 0}
+    data = dpdata.LabeledSystem(str(out / "02.md" / "sys-0004-0001" / "deepmd"), fmt="deepmd/npy")
+    assert np.allclose(data["energies"], -219.7, atol=1.0)
+    assert np.abs(data["forces"].sum(axis=1)).max() < 0.05

@@ -18,8 +18,9 @@ from ase.data import atomic_numbers
 
 from dpgen_ng.config.fields import Field, as_dict, as_str, list_of
 from dpgen_ng.errors import UserError
+from dpgen_ng.fp import cp2k_motion as motion
 from dpgen_ng.fp import register
-from dpgen_ng.fp.base import Failure, Labeler
+from dpgen_ng.fp.base import Failure, JobKind, Labeler
 
 INPUT = "input.inp"
 COORD = "coord.xyz"
@@ -165,7 +166,7 @@ class Cp2kLabeler(Labeler):
             pp_files.append((pp_path / name).resolve())
         return Cp2kSettings(params, template, tpath, tuple(pp_files))
 
-    def input_text(self, frame: dpdata.System) -> str:
+    def input_text(self, frame: dpdata.System, extra: dict[str, Any] | None = None) -> str:
         cell = frame["cells"][0]
         vectors = [f"{n} {v[0]:.10f} {v[1]:.10f} {v[2]:.10f}" for n, v in zip("ABC", cell)]
         s: Cp2kSettings = self.settings
@@ -179,7 +180,7 @@ class Cp2kLabeler(Labeler):
                 else:
                     out.append(ln)
             return "\n".join(out) + "\n"
-        tree = merge(default_input(), s.user_fp_params)
+        tree = merge(merge(default_input(), extra or {}), s.user_fp_params)
         feval = tree["FORCE_EVAL"]
         subsys = feval.setdefault("SUBSYS", {})
         subsys["CELL"] = {"A": vectors[0][2:], "B": vectors[1][2:], "C": vectors[2][2:]}
@@ -195,6 +196,38 @@ class Cp2kLabeler(Labeler):
             if nelec % 2:
                 dft.setdefault("UKS", True)
         return "\n".join(render(tree)) + "\n"
+
+    def jobs(self, options: dict[str, Any]) -> dict[str, JobKind]:
+        """Single points, and for init_bulk GEO_OPT/CELL_OPT relaxations and NVT AIMD."""
+        if self.settings.template is not None:
+            return super().jobs(options)  # a user template fixes RUN_TYPE itself
+        files = (tuple(self.forward_files()), (OUTPUT, self.errlog, motion.POS))
+
+        def relax_write(frame: dpdata.System, task_dir: Path) -> None:
+            kind, section = motion.relax_section(options, periodic_cell=True)
+            self._write(frame, task_dir, {"GLOBAL": {"RUN_TYPE": kind}, "MOTION": section})
+
+        def md_write(frame: dpdata.System, task_dir: Path) -> None:
+            seed = {"SEED": int(options["seed"])} if "seed" in options else {}
+            self._write(frame, task_dir, {"GLOBAL": {"RUN_TYPE": "MD", **seed},
+                                          "MOTION": motion.md_section(options)})
+
+        def relax_parse(d: Path) -> Any:
+            return motion.parse_relax(d, self.read_conf(d), OUTPUT)
+
+        def md_parse(d: Path) -> Any:
+            return motion.parse_md(d, self.read_conf(d), int(options.get("md_nstep", 10)))
+
+        return {**super().jobs(options),
+                "relax": JobKind(relax_write, self.command, files[0], files[1], relax_parse, OUTPUT,
+                                 self.errlog),
+                "md": JobKind(md_write, self.command, files[0], (*files[1], motion.FRC), md_parse, OUTPUT,
+                              self.errlog)}
+
+    def _write(self, frame: dpdata.System, task_dir: Path, extra: dict[str, Any]) -> None:
+        self.write_inputs(frame, task_dir)
+        text = self.input_text(frame, extra)
+        (Path(task_dir) / INPUT).write_text(text)
 
     def write_inputs(self, frame: dpdata.System, task_dir: Path) -> None:
         self.write_conf(frame, task_dir)
