@@ -139,3 +139,36 @@ def test_pwscf_real_run_ch4(tmp_path):
     assert res["energies"][0] == pytest.approx(-315.0, rel=0.01)  # PAW PBE total energy, ~ -23.15 Ry
     assert np.abs(res["forces"][0].sum(axis=0)).max() < 0.05
     assert res["virials"].shape == (1, 3, 3)
+
+
+def test_vasp_init_inputs_and_md_collect(tmp_path):
+    """init_bulk with VASP (DP-GEN's potcars / relax_incar / md_incar): inputs exactly, and the
+    AIMD OUTCAR (3 ionic steps, 2 of them stopped at NELM) gives its one converged frame."""
+    for el in "HC":
+        (tmp_path / f"POTCAR_{el}").write_text(f"{el} potential\n")
+    (tmp_path / "INCAR_rlx").write_text("IBRION = 2\nISIF = 3\nNSW = 50\nKSPACING = 0.5\nKGAMMA = T\n")
+    (tmp_path / "INCAR_md").write_text("IBRION = 0\nNSW = 3\nPOTIM = 0.5\nKSPACING = 0.5\nKGAMMA = T\n")
+    pots = [str(tmp_path / "POTCAR_H"), str(tmp_path / "POTCAR_C")]
+    lab = labeler("vasp", {"potcars": pots, "relax_incar": str(tmp_path / "INCAR_rlx"),
+                           "md_incar": str(tmp_path / "INCAR_md")})
+    jobs = lab.jobs({"md_nstep": 10})
+    assert set(jobs) == {"relax", "md"}
+    task = tmp_path / "t"
+    task.mkdir()
+    jobs["md"].write(ch4(), task)
+    assert (task / "INCAR").read_text() == (tmp_path / "INCAR_md").read_text()
+    assert (task / "POTCAR").read_text() == "H potential\nC potential\n"
+    shutil.copy(DATA / "vasp" / "OUTCAR.ch4.unconverged", task / "OUTCAR")
+    frames = jobs["md"].parse(task)  # NSW = 3 overrides md_nstep, as in DP-GEN
+    assert isinstance(frames, dpdata.LabeledSystem) and frames.get_nframes() == 1
+    ref = dpdata.LabeledSystem(str(DATA / "vasp" / "OUTCAR.ch4.unconverged"), fmt="vasp/outcar",
+                               type_map=["H", "C"])
+    assert np.allclose(frames["energies"], ref["energies"]) and np.allclose(frames["forces"], ref["forces"])
+    (tmp_path / "INCAR_md").write_text("IBRION = 0\nNSW = 5\n")
+    lab5 = labeler("vasp", {"potcars": [str(tmp_path / "POTCAR_H"), str(tmp_path / "POTCAR_C")],
+                            "md_incar": str(tmp_path / "INCAR_md")})
+    out = lab5.jobs({})["md"].parse(task)
+    assert isinstance(out, Failure) and "incomplete AIMD: 3 of 5" in out.detail
+    shutil.copy(tmp_path / "t" / "POSCAR", task / "CONTCAR")
+    relaxed = jobs["relax"].parse(task)
+    assert relaxed.get_natoms() == 5 and relaxed.converged is False

@@ -27,11 +27,8 @@ STAGE_NAMES = {1: "relax", 2: "scale/perturb", 3: "AIMD", 4: "collect"}
 STAGE_JOB = {1: "relax", 3: "md"}  # the job kind a stage needs from the engine
 
 UNSUPPORTED = {
-    "potcars": "init_fp_style 'vasp' is not supported yet for init_bulk; use emt, xtb, cp2k or pwscf",
-    "relax_incar": "init_fp_style 'vasp' is not supported yet for init_bulk",
-    "md_incar": "init_fp_style 'vasp' is not supported yet for init_bulk",
-    "relax_kpt": "init_fp_style 'vasp' is not supported yet for init_bulk",
-    "md_kpt": "init_fp_style 'vasp' is not supported yet for init_bulk",
+    "relax_kpt": "KPOINTS files are not supported yet: put KSPACING (and KGAMMA) in the INCAR",
+    "md_kpt": "KPOINTS files are not supported yet: put KSPACING (and KGAMMA) in the INCAR",
     "layer_numb": "init_surf is not supported yet",
     "vacuum_max": "init_surf is not supported yet",
     "init_fp_style_ABACUS": "ABACUS is not supported yet",

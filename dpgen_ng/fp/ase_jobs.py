@@ -32,6 +32,13 @@ def read_frames(task_dir: Path, type_map: tuple[str, ...]) -> dpdata.LabeledSyst
     return out
 
 
+def complete_md(frames: dpdata.LabeledSystem, nsteps: int) -> dpdata.LabeledSystem | Failure:
+    """An AIMD counts only when every step is there (DP-GEN collects only complete runs)."""
+    if frames.get_nframes() != nsteps:
+        return Failure("parse_error", f"incomplete AIMD: {frames.get_nframes()} of {nsteps} steps")
+    return frames
+
+
 def ase_jobs(calc: str, calc_params: dict[str, Any], options: dict[str, Any],
              type_map: tuple[str, ...], checked, modes: tuple[str, ...],  # noqa: ANN001
              python: str | None = None) -> dict[str, JobKind]:
@@ -61,7 +68,7 @@ def ase_jobs(calc: str, calc_params: dict[str, Any], options: dict[str, Any],
                 relaxed = dpdata.System(str(contcar), fmt="vasp/poscar", type_map=list(type_map))
                 relaxed.converged = result.get("converged", False)  # type: ignore[attr-defined]
                 return relaxed
-            return frames
+            return complete_md(frames, int(options.get("md_nstep", 10)))
 
         outputs = [TRAJ, RESULT, "driver.log"] + (["CONTCAR", "relax.log"] if mode == "relax" else [])
         return JobKind(write, lambda base: f"{python or base} -m dpgen_ng.ase_driver {DRIVER}",

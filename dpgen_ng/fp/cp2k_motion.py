@@ -15,6 +15,7 @@ import dpdata
 import numpy as np
 from ase.units import Bohr, Hartree
 
+from dpgen_ng.fp.ase_jobs import complete_md
 from dpgen_ng.fp.base import Failure
 
 POS = "DPGEN-pos-1.xyz"
@@ -112,4 +113,4 @@ def parse_md(task_dir: Path, conf: dpdata.System, nsteps: int) -> dpdata.Labeled
             out.append(frame)
     if out is None:
         return Failure("parse_error", "the CP2K MD has no step after the start")
-    return out
+    return complete_md(out, nsteps)

@@ -18,7 +18,7 @@ import numpy as np
 from dpgen_ng.config.fields import Field, as_float, as_str, list_of, positive
 from dpgen_ng.errors import UserError
 from dpgen_ng.fp import register
-from dpgen_ng.fp.base import Failure, Labeler
+from dpgen_ng.fp.base import Failure, JobKind, Labeler
 
 FILES = ("POSCAR", "INCAR", "POTCAR", "KPOINTS")
 
@@ -48,18 +48,31 @@ def kpoints_text(cell: np.ndarray, kspacing: tuple[float, float, float], gamma: 
 
 
 @dataclass(frozen=True)
+class VaspInit:
+    """init_bulk's VASP inputs (DP-GEN's keys): POTCARs in elements order, relax and MD INCARs."""
+
+    potcars: tuple[str, ...]
+    relax_incar: str | None
+    md_incar: str | None
+
+
+@dataclass(frozen=True)
 class VaspSettings:
-    incar_path: str
-    incar: str
-    kspacing: tuple[float, float, float]
+    incar_path: str | None
+    incar: str | None
+    kspacing: tuple[float, float, float] | None
     kgamma: bool
-    pp_path: str
+    pp_path: str | None
     pp_files: tuple[str, ...]
     aniso: bool
+    init: VaspInit | None = None
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"fp_incar": self.incar_path, "fp_pp_path": self.pp_path,
                                "fp_pp_files": list(self.pp_files)}
+        if self.init:
+            out.update(potcars=list(self.init.potcars), relax_incar=self.init.relax_incar is not None,
+                       md_incar=self.init.md_incar is not None)
         if self.aniso:
             out["fp_aniso_kspacing"] = list(self.kspacing)
         return out
@@ -72,10 +85,17 @@ class VaspLabeler(Labeler):
         "fp_pp_path": Field(as_str, default=None, doc="directory of the POTCAR files"),
         "fp_pp_files": Field(list_of(as_str, min_len=1), default=None, doc="one POTCAR per type_map entry"),
         "fp_aniso_kspacing": Field(list_of(positive(as_float), min_len=3), default=None),
+        # init_bulk (DP-GEN's init.json keys)
+        "potcars": Field(list_of(as_str, min_len=1), default=None, doc="POTCAR files in elements order"),
+        "relax_incar": Field(as_str, default=None, doc="INCAR of the relaxation (stage 1)"),
+        "md_incar": Field(as_str, default=None, doc="INCAR of the AIMD (stage 3); its NSW is the step count"),
     }
 
     @classmethod
     def parse_settings(cls, raw: dict[str, Any], path: str) -> VaspSettings:
+        init = _init_settings(raw)
+        if init is not None and raw.get("fp_incar") is None:
+            return VaspSettings(None, None, None, True, None, (), False, init)
         for key in ("fp_incar", "fp_pp_path", "fp_pp_files"):
             if raw.get(key) is None:
                 raise UserError(f"missing required key '{key}'", key, cls.KEYS[key].doc)
@@ -108,10 +128,40 @@ class VaspLabeler(Labeler):
             if not (pp_path / name).is_file():
                 raise UserError(f"{pp_path / name} not found", f"fp_pp_files[{i}]", "a POTCAR file")
         return VaspSettings(str(incar_path.resolve()), text, kspacing, _flag(incar["KGAMMA"]),
-                            str(pp_path.resolve()), tuple(pp_files), aniso is not None)
+                            str(pp_path.resolve()), tuple(pp_files), aniso is not None, init)
+
+    def jobs(self, options: dict[str, Any]) -> dict[str, JobKind]:
+        """Single points (param.json keys); relaxation / AIMD for init_bulk (init.json keys)."""
+        s: VaspSettings = self.settings
+        out = super().jobs(options) if s.incar is not None else {}
+        init = s.init
+        if init is None:
+            return out
+        back = ("OUTCAR", "CONTCAR", "vasprun.xml", self.outlog, self.errlog)
+
+        def writer(incar: str):  # noqa: ANN202
+            def write(frame: dpdata.System, task_dir: Path) -> None:
+                self.write_conf(frame, task_dir)
+                present = [n for n, c in zip(frame["atom_names"], frame["atom_numbs"]) if c > 0]
+                (Path(task_dir) / "POTCAR").write_bytes(b"".join(
+                    Path(init.potcars[self.type_map.index(el)]).read_bytes() for el in present))
+                (Path(task_dir) / "INCAR").write_text(incar)  # KSPACING in it makes the k-mesh
+            return write
+
+        files = ("POSCAR", "INCAR", "POTCAR")
+        if init.relax_incar is not None:
+            out["relax"] = JobKind(writer(init.relax_incar), self.command, files, back,
+                                   lambda d: parse_relax(Path(d), self.type_map), self.outlog, self.errlog)
+        if init.md_incar is not None:
+            nsw = int(float(read_incar(init.md_incar).get("NSW", options.get("md_nstep", 10))))
+            out["md"] = JobKind(writer(init.md_incar), self.command, files, back,
+                                lambda d: parse_md(Path(d), self.type_map, nsw), self.outlog, self.errlog)
+        return out
 
     def potcar_for(self, elements: list[str]) -> bytes:
         s: VaspSettings = self.settings
+        if s.pp_path is None:
+            raise UserError("no POTCARs for single points", "fp_pp_files", "fp_pp_path and fp_pp_files")
         if len(s.pp_files) != len(self.type_map):
             raise UserError(f"{len(s.pp_files)} POTCARs for {len(self.type_map)} types", "fp_pp_files",
                             "one POTCAR per type_map entry, in type_map order")
@@ -174,6 +224,57 @@ class VaspLabeler(Labeler):
             return Failure("parse_error", f"{every.get_nframes()} ionic steps in OUTCAR; a single "
                            "point needs NSW = 1 (or 0)")
         return self.checked(every)
+
+
+def _init_settings(raw: dict[str, Any]) -> VaspInit | None:
+    if raw.get("potcars") is None:
+        if raw.get("relax_incar") or raw.get("md_incar"):
+            raise UserError("relax_incar/md_incar without potcars", "potcars",
+                            "POTCAR files in elements order")
+        return None
+    potcars = list_of(as_str, min_len=1)(raw["potcars"], "potcars")
+    for i, pot in enumerate(potcars):
+        if not Path(pot).expanduser().is_file():
+            raise UserError(f"{pot} not found", f"potcars[{i}]", "a POTCAR file")
+    texts = {}
+    for key in ("relax_incar", "md_incar"):
+        if raw.get(key) is not None:
+            path = Path(as_str(raw[key], key)).expanduser()
+            if not path.is_file():
+                raise UserError(f"{path} not found", key, "an INCAR file")
+            texts[key] = path.read_text()
+    return VaspInit(tuple(str(Path(p).expanduser().resolve()) for p in potcars), texts.get("relax_incar"),
+                    texts.get("md_incar"))
+
+
+def parse_relax(task_dir: Path, type_map: tuple[str, ...]) -> dpdata.System | Failure:
+    contcar = task_dir / "CONTCAR"
+    if not contcar.is_file() or contcar.stat().st_size == 0:
+        return Failure("missing_output", "no CONTCAR")
+    relaxed = dpdata.System(str(contcar), fmt="vasp/poscar", type_map=list(type_map))
+    outcar = task_dir / "OUTCAR"
+    text = outcar.read_text(errors="replace") if outcar.is_file() else ""
+    relaxed.converged = "reached required accuracy" in text  # type: ignore[attr-defined]
+    return relaxed
+
+
+def parse_md(task_dir: Path, type_map: tuple[str, ...], nsw: int) -> dpdata.LabeledSystem | Failure:
+    """A complete AIMD (NSW ionic steps); steps whose SCF stopped at NELM are left out."""
+    outcar = task_dir / "OUTCAR"
+    if not outcar.is_file() or outcar.stat().st_size == 0:
+        return Failure("missing_output", "no OUTCAR")
+    try:
+        every = dpdata.LabeledSystem(str(outcar), fmt="vasp/outcar", type_map=list(type_map),
+                                     convergence_check=False)
+    except Exception as exc:  # noqa: BLE001
+        return Failure("parse_error", f"OUTCAR: {type(exc).__name__}: {exc}")
+    if every.get_nframes() != nsw:
+        return Failure("parse_error", f"incomplete AIMD: {every.get_nframes()} of {nsw} steps (NSW)")
+    nelm, steps = scf_steps(outcar.read_text(errors="replace"))
+    keep = [i for i, n in enumerate(steps[: every.get_nframes()]) if nelm is None or n < nelm]
+    if not keep:
+        return Failure("unconverged", f"every ionic step stopped at NELM = {nelm}")
+    return every.sub_system(keep)
 
 
 def scf_steps(text: str) -> tuple[int | None, list[int]]:
