@@ -69,6 +69,8 @@ def test_init_config_errors(tmp_path):
     with pytest.raises(UserError, match="cannot run stage 1"):
         parse_init_params({**raw, "init_fp_style": "pwscf", "fp_pp_files": ["Cu.pbe-kjpaw.UPF"]}, tmp_path)
     with pytest.raises(UserError, match="not supported yet"):
+        parse_init_params({**raw, "layer_numb": 3}, tmp_path)
+    with pytest.raises(UserError, match="belongs to init_fp_style 'vasp', not 'emt'"):
         parse_init_params({**raw, "potcars": ["POTCAR"]}, tmp_path)
     with pytest.raises(UserError, match="did you mean 'pert_numb'"):
         parse_init_params({**raw, "pert_num": 3}, tmp_path)
