@@ -224,3 +224,28 @@ def test_cp2k_geo_opt_and_md_on_ch4(tmp_path):
     data = dpdata.LabeledSystem(str(out / "02.md" / "sys-0004-0001" / "deepmd"), fmt="deepmd/npy")
     assert np.allclose(data["energies"], -219.7, atol=1.0)
     assert np.abs(data["forces"].sum(axis=1)).max() < 0.05
+
+
+@pytest.mark.engine
+def test_pwscf_relax_and_md_on_ch4(tmp_path):
+    """Real pw.x: a 2-step relaxation (unconverged on purpose: pw.x exits 3, which is a result)
+    then a 2-step MD (nosym), collected."""
+    shutil.copy(EXAMPLE / "CH4.POSCAR", tmp_path)
+    raw = {**json.loads((EXAMPLE / "init.json").read_text()), "stages": [1, 2, 3, 4], "skip_relax": False,
+           "pert_numb": 0, "md_nstep": 2, "md_dt": 0.5, "init_fp_style": "pwscf", "relax_steps": 2,
+           "relax_cell": False, "fp_pp_files": ["H.pbe-kjpaw.UPF", "C.pbe-n-kjpaw_psl.0.1.UPF"],
+           "user_fp_params": {"system": {"ecutwfc": 25, "ecutrho": 200}, "electrons": {"conv_thr": 1e-6}}}
+    raw.pop("fp_params")
+    machine = json.loads((EXAMPLE / "machine.json").read_text())
+    machine["fp"]["command"] = "pw.x"
+    machine["fp"]["machine"]["remote_root"] = str(tmp_path / "remote")
+    machine["fp"]["machine"]["retry_count"] = 0
+    report = init_bulk(parse_init_params(raw, tmp_path), tmp_path, parse_machine(machine, ("fp",)))
+    assert report["relax"]["sys-0004-0001"] == {"converged": False}
+    out = tmp_path / "CH4.POSCAR.01x01x01"
+    assert "calculation = 'relax'" in (out / "00.place_ele" / "sys-0004-0001" / "pw.in").read_text()
+    md_in = (out / "02.md" / "sys-0004-0001" / "scale-1.000" / "000000" / "pw.in").read_text()
+    assert "calculation = 'md'" in md_in and "nosym = .true." in md_in and "&ions" in md_in
+    assert report["collected"]["sys-0004-0001"] == {"frames": 2, "tasks_left_out": 0}
+    data = dpdata.LabeledSystem(str(out / "02.md" / "sys-0004-0001" / "deepmd"), fmt="deepmd/npy")
+    assert np.allclose(data["energies"], -315.0, atol=1.0)

@@ -119,7 +119,7 @@ def parse_init_params(raw: dict[str, Any], base_dir: Path) -> InitBulkParams:
         kind = STAGE_JOB.get(stage)
         if kind and kind not in can:
             raise UserError(f"init_fp_style '{style}' cannot run stage {stage} ({STAGE_NAMES[stage]}) yet",
-                            "stages", f"an engine that can (emt, xtb, cp2k), or leave stage {stage} out")
+                            "stages", f"an engine that can (emt, xtb, cp2k, pwscf, vasp), or leave stage {stage} out")
     return InitBulkParams(
         stages=tuple(sorted(set(p["stages"]))), elements=tuple(p["elements"]), poscar=poscar,
         cell_type=None if poscar else p["cell_type"], latt=None if poscar else p["latt"],

@@ -8,6 +8,7 @@ KSPACING); without it the Γ point is used.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,17 +16,20 @@ from typing import Any
 
 import dpdata
 import numpy as np
+from ase import io as ase_io
 from ase.data import atomic_masses, atomic_numbers
+from ase.units import Bohr, Rydberg
 
 from dpgen_ng.config.fields import Field, as_dict, as_str, list_of
 from dpgen_ng.errors import UserError
 from dpgen_ng.fp import register
-from dpgen_ng.fp.base import Failure, Labeler
+from dpgen_ng.fp.base import Failure, JobKind, Labeler
 
 INPUT = "pw.in"
 OUTPUT = "pw.out"
 DEFAULT_PP_PATH = "/usr/share/espresso/pseudo"
 SECTIONS = ("control", "system", "electrons")
+RY_TIME_FS = 0.0483776877  # pw.x's time unit (Rydberg atomic units) in fs
 
 
 def default_params() -> dict[str, Any]:
@@ -110,14 +114,19 @@ class PwscfLabeler(Labeler):
                 raise UserError(f"{pp_path / name} not found", f"fp_pp_files[{i}]", "a UPF file")
         return PwscfSettings(params, kspacing, str(pp_path.resolve()), tuple(pp_files))
 
-    def input_text(self, frame: dpdata.System) -> str:
+    def input_text(self, frame: dpdata.System, extra: dict[str, dict[str, Any]] | None = None) -> str:
         s: PwscfSettings = self.settings
         params = copy.deepcopy(s.params)
+        for name, values in (extra or {}).items():
+            params.setdefault(name, {}).update(values)
         present = [n for n, c in zip(frame["atom_names"], frame["atom_numbs"]) if c > 0]
         lines = namelist("control", params["control"])
         lines += namelist("system", params["system"], first=[
             "    ibrav = 0", f"    nat = {frame.get_natoms()}", f"    ntyp = {len(present)}"])
         lines += namelist("electrons", params["electrons"])
+        for name in ("ions", "cell"):  # only for relaxations and MD
+            if params.get(name):
+                lines += namelist(name, params[name])
         lines.append("ATOMIC_SPECIES")
         for el in present:
             pp = s.pp_files[self.type_map.index(el)]
@@ -130,6 +139,66 @@ class PwscfLabeler(Labeler):
                   for t, xyz in zip(frame["atom_types"], frame["coords"][0])]
         lines += kpoints(frame["cells"][0], s.kspacing)
         return "\n".join(lines) + "\n"
+
+    def jobs(self, options: dict[str, Any]) -> dict[str, JobKind]:
+        """Single points, and for init_bulk pw.x's own (vc-)relax and MD, read back with ASE."""
+        cell = bool(options.get("relax_cell", True))
+        relax = {"control": {"calculation": "vc-relax" if cell else "relax",
+                             "nstep": int(options.get("relax_steps", 200)),
+                             "forc_conv_thr": float(options.get("relax_fmax", 0.05)) / (Rydberg / Bohr),
+                             "etot_conv_thr": 1e-5},
+                 "ions": {"ion_dynamics": "bfgs"}, "cell": {"cell_dynamics": "bfgs"} if cell else {}}
+        nsteps = int(options.get("md_nstep", 10))
+        md = {"control": {"calculation": "md", "nstep": nsteps,
+                          "dt": float(options.get("md_dt", 1.0)) / RY_TIME_FS},
+              "system": {"nosym": True},  # the atoms leave the symmetric start at once
+              "ions": {"ion_temperature": "rescaling", "tempw": float(options.get("md_temp", 300.0))}}
+
+        def writer(extra: dict[str, dict[str, Any]]):  # noqa: ANN202
+            def write(frame: dpdata.System, task_dir: Path) -> None:
+                self.write_inputs(frame, task_dir)
+                (Path(task_dir) / INPUT).write_text(self.input_text(frame, extra))
+            return write
+
+        single = super().jobs(options)["single"]
+        return {"single": single,
+                # pw.x exits 3 when the relaxation reached nstep: an unconverged result, not a crash
+                "relax": dataclasses.replace(single, write=writer(relax), parse=self._parse_relax,
+                                             command=lambda base: f"{self.command(base)} || [ $? -eq 3 ]"),
+                "md": dataclasses.replace(single, write=writer(md),
+                                          parse=lambda d: self._parse_md(Path(d), nsteps))}
+
+    def _images(self, task_dir: Path) -> list[Any] | Failure:
+        out = Path(task_dir) / OUTPUT
+        if not out.is_file() or out.stat().st_size == 0:
+            return Failure("missing_output", f"no {OUTPUT} in {task_dir}")
+        try:
+            return ase_io.read(out, index=":", format="espresso-out")
+        except Exception as exc:  # noqa: BLE001
+            return Failure("parse_error", f"{OUTPUT}: {type(exc).__name__}: {exc}")
+
+    def _parse_relax(self, task_dir: Path) -> dpdata.System | Failure:
+        images = self._images(task_dir)
+        if isinstance(images, Failure) or not images:
+            return images or Failure("parse_error", "no structure in pw.out")
+        relaxed = dpdata.System(images[-1], fmt="ase/structure", type_map=list(self.type_map))
+        text = (Path(task_dir) / OUTPUT).read_text(errors="replace")
+        relaxed.converged = "bfgs converged" in text  # type: ignore[attr-defined]
+        return relaxed
+
+    def _parse_md(self, task_dir: Path, nsteps: int) -> dpdata.LabeledSystem | Failure:
+        images = self._images(task_dir)
+        if isinstance(images, Failure):
+            return images
+        if self.diagnose(task_dir) is not None:
+            return self.diagnose(task_dir)
+        steps = images  # pw.x evaluates nstep structures, the first one being the start (as VASP)
+        if len(steps) != nsteps:
+            return Failure("parse_error", f"incomplete AIMD: {len(steps)} of {nsteps} steps")
+        out = dpdata.LabeledSystem(steps[0], fmt="ase/structure", type_map=list(self.type_map))
+        for atoms in steps[1:]:
+            out.append(dpdata.LabeledSystem(atoms, fmt="ase/structure", type_map=list(self.type_map)))
+        return self.checked(out) if out.get_nframes() == 1 else out
 
     def write_inputs(self, frame: dpdata.System, task_dir: Path) -> None:
         s: PwscfSettings = self.settings
