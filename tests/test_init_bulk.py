@@ -66,8 +66,12 @@ def test_init_config_errors(tmp_path):
     raw = json.loads((CU / "init.json").read_text())
     with pytest.raises(UserError, match="cell_type"):
         parse_init_params({k: v for k, v in raw.items() if k != "cell_type"}, tmp_path)
-    with pytest.raises(UserError, match="cannot run stage 1"):
-        parse_init_params({**raw, "init_fp_style": "pwscf", "fp_pp_files": ["Cu.pbe-kjpaw.UPF"]}, tmp_path)
+    (tmp_path / "POTCAR").write_text("Cu\n")
+    (tmp_path / "INCAR_md").write_text("IBRION = 0\nNSW = 5\n")
+    vasp_md_only = {**raw, "init_fp_style": "vasp", "potcars": [str(tmp_path / "POTCAR")],
+                    "md_incar": str(tmp_path / "INCAR_md")}
+    with pytest.raises(UserError, match="cannot run stage 1"):  # no relax_incar
+        parse_init_params(vasp_md_only, tmp_path)
     with pytest.raises(UserError, match="not supported yet"):
         parse_init_params({**raw, "layer_numb": 3}, tmp_path)
     with pytest.raises(UserError, match="belongs to init_fp_style 'vasp', not 'emt'"):

@@ -118,8 +118,9 @@ def parse_init_params(raw: dict[str, Any], base_dir: Path) -> InitBulkParams:
     for stage in p["stages"]:
         kind = STAGE_JOB.get(stage)
         if kind and kind not in can:
-            raise UserError(f"init_fp_style '{style}' cannot run stage {stage} ({STAGE_NAMES[stage]}) yet",
-                            "stages", f"an engine that can (emt, xtb, cp2k, pwscf, vasp), or leave stage {stage} out")
+            raise UserError(f"init_fp_style '{style}' cannot run stage {stage} ({STAGE_NAMES[stage]})",
+                            "stages", "the engine's inputs for it (see docs/init_bulk.md), or leave "
+                            f"stage {stage} out")
     return InitBulkParams(
         stages=tuple(sorted(set(p["stages"]))), elements=tuple(p["elements"]), poscar=poscar,
         cell_type=None if poscar else p["cell_type"], latt=None if poscar else p["latt"],
