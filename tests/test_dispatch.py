@@ -112,3 +112,14 @@ def test_lazy_local_context_runs_in_place(tmp_path):
         res = Dispatcher(tmp_path, st, led).run(0, "fp", base, specs)
     assert [r.rc for r in res] == [0, 0]
     assert (base / "task.001" / "out.txt").read_text().strip() == str(base / "task.001")
+
+
+def test_identical_inputs_in_two_directories_are_two_tasks(tmp_path):
+    base = tmp_path / "stage"
+    specs = make_tasks(base, 2, "cat in.txt > out.txt")
+    (base / "task.001" / "in.txt").write_text((base / "task.000" / "in.txt").read_text())
+    assert task_id(base, specs[0]) != task_id(base, specs[1])
+    with Ledger(tmp_path) as led:
+        res = Dispatcher(tmp_path, stage(tmp_path), led).run(0, "fp", base, specs)
+    assert [r.rc for r in res] == [0, 0]
+    assert (base / "task.001" / "out.txt").read_text() == "0\n"

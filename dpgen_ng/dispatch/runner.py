@@ -67,8 +67,12 @@ def _hash_path(h: hashlib._Hash, path: Path, name: str) -> None:
 
 
 def task_id(work_base: Path, spec: TaskSpec) -> str:
-    """A hash of what the task depends on: its command and its forward files' contents."""
-    h = hashlib.sha256(spec.command.encode() + b"\0")
+    """A hash of what the task is: its directory, command and forward files' contents.
+
+    The directory is part of it: two tasks with identical inputs in two directories (e.g. the
+    same structure picked twice) are still two tasks, each with its own results.
+    """
+    h = hashlib.sha256(spec.path.encode() + b"\0" + spec.command.encode() + b"\0")
     for name in sorted(spec.forward_files):
         _hash_path(h, Path(work_base) / spec.path / name, name)
     return h.hexdigest()[:24]

@@ -49,9 +49,18 @@ def make(ctx: IterContext) -> None:
             cache[t] = dpdata.System(str(traj), fmt="lammps/dump", type_map=list(p.type_map))
         return cache[t]
 
+    # MD runs of one conf at several T / P start from the same structure: their first frames are
+    # copies of each other, so only the first run's counts (no structure is labeled twice)
+    first_of_conf: dict[str, int] = {}
+    copies = np.zeros(len(table["task"]), dtype=bool)
+    for i, t in enumerate(md_tasks):
+        owner = first_of_conf.setdefault(t["conf"], i)
+        if owner != i:
+            copies |= (table["task"] == i) & (table["row"] == 0)
+
     for sys_idx in job.sys_idx:
         f_lo, f_hi, v_lo, v_hi = p.trust(job, sys_idx)
-        mask = (table["sys_idx"] == sys_idx) & (table["step"] >= p.model_devi_skip)
+        mask = (table["sys_idx"] == sys_idx) & (table["step"] >= p.model_devi_skip) & ~copies
         codes = classify(table["max_devi_f"][mask], table["max_devi_v"][mask], Trust(f_lo, f_hi, v_lo, v_hi))
         task_idx = table["task"][mask].astype(int)
         rows = table["row"][mask].astype(int)
