@@ -13,7 +13,6 @@ from typing import Any
 
 import dpdata
 
-from dpgen_ng.config.fields import Field, as_dict, parse_section
 from dpgen_ng.errors import UserError
 from dpgen_ng.fp import register
 from dpgen_ng.fp.ase_jobs import ase_jobs
@@ -30,13 +29,12 @@ class EmtSettings:
 
 @register("emt")
 class EmtLabeler(Labeler):
-    KEYS = {"emt_params": Field(as_dict, default=dict, doc="none yet")}
+    KEYS: dict = {}  # EMT has no settings
     outlog = "driver.log"
     errlog = "driver.err"
 
     @classmethod
     def parse_settings(cls, raw: dict[str, Any], path: str) -> EmtSettings:
-        parse_section(raw.get("emt_params", {}), {}, "emt_params")
         return EmtSettings()
 
     def __init__(self, settings: Any, type_map: tuple[str, ...]) -> None:
