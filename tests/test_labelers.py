@@ -144,3 +144,28 @@ def test_cp2k_real_run_ch4(tmp_path):
     assert res["forces"].shape == (1, 5, 3) and np.all(np.isfinite(res["forces"]))
     vir = res["virials"][0]  # CP2K 2023's stress block, which dpdata 1.1 does not read
     assert np.allclose(vir, vir.T, atol=1e-4) and np.trace(vir) > 0
+
+
+def test_cp2k_basis_and_potential_files_travel_with_the_task(tmp_path):
+    pp = tmp_path / "pp"
+    pp.mkdir()
+    for name in ("BASIS_MOLOPT", "GTH_POTENTIALS"):
+        (pp / name).write_text(f"{name}\n")
+    dft = {"BASIS_SET_FILE_NAME": "BASIS_MOLOPT", "POTENTIAL_FILE_NAME": "GTH_POTENTIALS"}
+    lab = labeler("cp2k", {"fp_pp_path": str(pp), "fp_pp_files": ["BASIS_MOLOPT", "GTH_POTENTIALS"],
+                           "user_fp_params": {"FORCE_EVAL": {"DFT": dft}}})
+    task = tmp_path / "task"
+    task.mkdir()
+    lab.write_inputs(ch4(), task)
+    assert lab.forward_files() == ["input.inp", "coord.xyz", "BASIS_MOLOPT", "GTH_POTENTIALS"]
+    assert (task / "BASIS_MOLOPT").read_text() == "BASIS_MOLOPT\n"
+    assert "BASIS_SET_FILE_NAME BASIS_MOLOPT" in (task / "input.inp").read_text()
+    with pytest.raises(Exception, match="NOPE"):
+        labeler("cp2k", {"fp_pp_path": str(pp), "fp_pp_files": ["NOPE"]})
+
+
+def test_cp2k_dpgen_kind_lists_expand_to_one_section_each():
+    lab = labeler("cp2k", {"user_fp_params": {"FORCE_EVAL": {"SUBSYS": {"KIND": {
+        "_": ["C", "H"], "POTENTIAL": ["GTH-PBE-q4", "GTH-PBE-q1"], "BASIS_SET": ["DZVP-MOLOPT-GTH"] * 2}}}}})
+    text = lab.input_text(ch4())
+    assert "&KIND C\n      POTENTIAL GTH-PBE-q4" in text and "&KIND H\n      POTENTIAL GTH-PBE-q1" in text
