@@ -32,7 +32,7 @@ def work(tmp_path_factory):
     init = load_example("init.json")
     init["pert_numb"] = 10
     report = init_bulk(parse_init_params(init, w), w, machines)
-    assert report["labeled"] == 11 and report["failed"] == 0
+    assert report["collected"]["sys-0004-0001"] == {"frames": 11, "tasks_left_out": 0}
     p = load_example("param.json")
     p["numb_models"] = 2
     p["default_training_param"]["training"].update(numb_steps=20, disp_freq=10, save_freq=20)
