@@ -51,6 +51,7 @@ class Labeler:
     KEYS: ClassVar[dict[str, Field]] = {}
     outlog: ClassVar[str] = "fp.log"
     errlog: ClassVar[str] = "fp.err"
+    UNCONVERGED_MARK: ClassVar[str | None] = None  # text in ``outlog`` meaning "SCF not converged"
 
     def __init__(self, settings: Any, type_map: tuple[str, ...]) -> None:
         self.settings = settings
@@ -80,8 +81,18 @@ class Labeler:
         raise NotImplementedError
 
     def diagnose(self, task_dir: Path) -> Failure | None:
-        """A more precise failure than *crashed* for a non-zero exit (e.g. SCF not converged)."""
+        """A more precise failure than *crashed* (here: the code's own "SCF not converged")."""
+        mark, out = self.UNCONVERGED_MARK, Path(task_dir) / self.outlog
+        if mark and out.is_file() and mark in out.read_text(errors="replace"):
+            return Failure("unconverged", f"{self.name}: {mark}")
         return None
+
+    def precheck(self, task_dir: Path) -> Failure | None:
+        """The main output exists, is not empty and reports no SCF failure."""
+        out = Path(task_dir) / self.outlog
+        if not out.is_file() or out.stat().st_size == 0:
+            return Failure("missing_output", f"no {self.outlog} in {task_dir}")
+        return self.diagnose(task_dir)
 
     def jobs(self, options: dict[str, Any]) -> dict[str, JobKind]:
         """The kinds of job this labeler can do; init_bulk asks for ``relax`` and ``md`` too."""

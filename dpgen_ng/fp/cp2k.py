@@ -148,6 +148,7 @@ class Cp2kLabeler(Labeler):
     }
     outlog = OUTPUT
     errlog = "cp2k.err"
+    UNCONVERGED_MARK = "SCF run NOT converged"
 
     @classmethod
     def parse_settings(cls, raw: dict[str, Any], path: str) -> Cp2kSettings:
@@ -250,19 +251,11 @@ class Cp2kLabeler(Labeler):
     def backward_files(self) -> list[str]:
         return [OUTPUT, self.errlog]
 
-    def diagnose(self, task_dir: Path) -> Failure | None:
-        path = Path(task_dir) / OUTPUT
-        if path.is_file() and "SCF run NOT converged" in path.read_text(errors="replace"):
-            return Failure("unconverged", "SCF run NOT converged")
-        return None
-
     def parse(self, task_dir: Path) -> dpdata.LabeledSystem | Failure:
-        path = Path(task_dir) / OUTPUT
-        if not path.is_file() or path.stat().st_size == 0:
-            return Failure("missing_output", f"no {OUTPUT} in {task_dir}")
-        failure = self.diagnose(task_dir)
+        failure = self.precheck(task_dir)
         if failure is not None:
             return failure
+        path = Path(task_dir) / OUTPUT
         text = path.read_text(errors="replace")
         try:
             system = dpdata.LabeledSystem(str(path), fmt="cp2k/output", type_map=list(self.type_map))

@@ -84,6 +84,7 @@ class PwscfLabeler(Labeler):
     }
     outlog = OUTPUT
     errlog = "pw.err"
+    UNCONVERGED_MARK = "convergence NOT achieved"
 
     @classmethod
     def parse_settings(cls, raw: dict[str, Any], path: str) -> PwscfSettings:
@@ -190,8 +191,9 @@ class PwscfLabeler(Labeler):
         images = self._images(task_dir)
         if isinstance(images, Failure):
             return images
-        if self.diagnose(task_dir) is not None:
-            return self.diagnose(task_dir)
+        failure = self.diagnose(task_dir)
+        if failure is not None:
+            return failure
         steps = images  # pw.x evaluates nstep structures, the first one being the start (as VASP)
         if len(steps) != nsteps:
             return Failure("parse_error", f"incomplete AIMD: {len(steps)} of {nsteps} steps")
@@ -229,19 +231,11 @@ class PwscfLabeler(Labeler):
     def backward_files(self) -> list[str]:
         return [OUTPUT, self.errlog]
 
-    def diagnose(self, task_dir: Path) -> Failure | None:
-        out = Path(task_dir) / OUTPUT
-        if out.is_file() and "convergence NOT achieved" in out.read_text(errors="replace"):
-            return Failure("unconverged", "pw.x: convergence NOT achieved")
-        return None
-
     def parse(self, task_dir: Path) -> dpdata.LabeledSystem | Failure:
-        out = Path(task_dir) / OUTPUT
-        if not out.is_file() or out.stat().st_size == 0:
-            return Failure("missing_output", f"no {OUTPUT} in {task_dir}")
-        failure = self.diagnose(task_dir)
+        failure = self.precheck(task_dir)
         if failure is not None:
             return failure
+        out = Path(task_dir) / OUTPUT
         try:
             system = dpdata.LabeledSystem([str(Path(task_dir) / INPUT), str(out)], fmt="qe/pw/scf",
                                           type_map=list(self.type_map))

@@ -53,6 +53,7 @@ class XtbLabeler(Labeler):
     KEYS = {"fp_params": Field(as_dict, default=dict, doc="xtb options: " + ", ".join(_PARAMS))}
     outlog = "xtb.out"
     errlog = "xtb.err"
+    UNCONVERGED_MARK = "convergence criteria cannot be satisfied"
 
     @classmethod
     def parse_settings(cls, raw: dict[str, Any], path: str) -> XtbSettings:
@@ -87,12 +88,6 @@ class XtbLabeler(Labeler):
         return {**super().jobs(options),
                 **ase_jobs("xtb", params, options, self.type_map, self.checked, ("relax", "md"),
                            python=sys.executable)}
-
-    def diagnose(self, task_dir: Path) -> Failure | None:
-        out = Path(task_dir) / self.outlog
-        if out.is_file() and "convergence criteria cannot be satisfied" in out.read_text(errors="replace"):
-            return Failure("unconverged", f"SCC not converged in {self.settings.max_iterations} iterations")
-        return None
 
     def parse(self, task_dir: Path) -> dpdata.LabeledSystem | Failure:
         path = Path(task_dir) / ENGRAD
