@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -97,3 +98,24 @@ def tail(path: Path, lines: int = 5) -> str:
         return ""
     rows = [r.strip() for r in text.splitlines() if r.strip()]
     return " | ".join(rows[-lines:])
+
+
+def relink(link: Path, target: Path | str) -> None:
+    """Make ``link`` a symlink to ``target``, replacing whatever is there."""
+    link = Path(link)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(target)
+
+
+def replace_dir(dest: Path, fill: Callable[[Path], None]) -> None:
+    """Build a directory with ``fill(tmp)`` beside ``dest``, then swap it in (never half-written)."""
+    dest = Path(dest)
+    tmp, old = dest.with_name(f".{dest.name}.tmp"), dest.with_name(f".{dest.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    fill(tmp)
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)

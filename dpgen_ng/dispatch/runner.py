@@ -21,7 +21,7 @@ from typing import Any
 from dpgen_ng.config.machine import StageMachine
 from dpgen_ng.dispatch.driver import Batch, Driver
 from dpgen_ng.errors import StageError, UserError
-from dpgen_ng.io import tail
+from dpgen_ng.io import relink, tail
 from dpgen_ng.ledger import Ledger, TaskUpdate
 
 RC_FILE = "dpgen_task.rc"
@@ -221,10 +221,7 @@ class Dispatcher:
         user_files = [self._user_file(f) for f in st.user_forward_files]
         for spec in pending:
             for src in user_files:
-                link = run.work_base / spec.path / src.name
-                if link.is_symlink() or link.exists():
-                    link.unlink()
-                link.symlink_to(src)
+                relink(run.work_base / spec.path / src.name, src)
         by_id = {run.ids[s.path]: s for s in run.specs}
         pending_ids = {run.ids[s.path] for s in pending}
         base_key = run.where(".")

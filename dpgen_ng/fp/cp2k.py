@@ -21,6 +21,7 @@ from dpgen_ng.errors import UserError
 from dpgen_ng.fp import cp2k_motion as motion
 from dpgen_ng.fp import register
 from dpgen_ng.fp.base import Failure, JobKind, Labeler
+from dpgen_ng.io import relink
 
 INPUT = "input.inp"
 COORD = "coord.xyz"
@@ -237,10 +238,7 @@ class Cp2kLabeler(Labeler):
         (Path(task_dir) / COORD).write_text("\n".join(xyz) + "\n")
         (Path(task_dir) / INPUT).write_text(self.input_text(frame))
         for src in self.settings.pp_files:  # linked here, sent with the task to remote machines
-            link = Path(task_dir) / src.name
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            link.symlink_to(src)
+            relink(Path(task_dir) / src.name, src)
 
     def command(self, base_command: str) -> str:
         return f"{base_command} -i {INPUT}"

@@ -24,6 +24,7 @@ from dpgen_ng.config.fields import Field, as_dict, as_str, list_of
 from dpgen_ng.errors import UserError
 from dpgen_ng.fp import register
 from dpgen_ng.fp.base import Failure, JobKind, Labeler
+from dpgen_ng.io import relink
 
 INPUT = "pw.in"
 OUTPUT = "pw.out"
@@ -211,10 +212,7 @@ class PwscfLabeler(Labeler):
         self.write_conf(frame, task_dir)
         (task_dir / INPUT).write_text(self.input_text(frame))
         for name in self._pp_names(frame):
-            link = task_dir / name
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            link.symlink_to(Path(s.pp_path) / name)
+            relink(task_dir / name, Path(s.pp_path) / name)
 
     def _pp_names(self, frame: dpdata.System) -> list[str]:
         s: PwscfSettings = self.settings

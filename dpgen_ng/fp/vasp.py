@@ -19,6 +19,7 @@ from dpgen_ng.config.fields import Field, as_float, as_str, list_of, positive
 from dpgen_ng.errors import UserError
 from dpgen_ng.fp import register
 from dpgen_ng.fp.base import Failure, JobKind, Labeler
+from dpgen_ng.io import relink
 
 FILES = ("POSCAR", "INCAR", "POTCAR", "KPOINTS")
 
@@ -178,10 +179,7 @@ class VaspLabeler(Labeler):
         data = self.potcar_for(present)
         if not shared.is_file() or shared.read_bytes() != data:
             shared.write_bytes(data)
-        link = task_dir / "POTCAR"
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(Path("..") / shared.name)
+        relink(task_dir / "POTCAR", Path("..") / shared.name)
         (task_dir / "INCAR").write_text(s.incar)
         (task_dir / "KPOINTS").write_text(kpoints_text(frame["cells"][0], s.kspacing, s.kgamma))
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from dpgen_ng.fp import Failure, labeler_class
 from dpgen_ng.fp.base import JobKind, Labeler
 from dpgen_ng.initbulk.crystal import place_elements
 from dpgen_ng.initbulk.perturb import perturbed_frames
-from dpgen_ng.io import atomic_write_json
+from dpgen_ng.io import atomic_write_json, replace_dir
 from dpgen_ng.ledger import Ledger
 from dpgen_ng.rng import draw_seed, stage_rng
 
@@ -183,11 +182,8 @@ class InitRun:
         for s in good[1:]:
             data.append(s)
         data = data.sub_system(range(min(data.get_nframes(), self.params.coll_ndata)))
-        dest, tmp = md_root / "deepmd", md_root / ".deepmd.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        data.to("deepmd/npy", str(tmp), set_size=max(data.get_nframes(), 1))
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
+        dest = md_root / "deepmd"
+        replace_dir(dest, lambda tmp: data.to("deepmd/npy", str(tmp), set_size=max(data.get_nframes(), 1)))
         log.info("%s: %d frame(s) collected in %s (%d task(s) left out)", name, data.get_nframes(), dest,
                  dropped)
         return {"frames": int(data.get_nframes()), "tasks_left_out": dropped}

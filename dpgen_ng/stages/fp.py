@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from dpgen_ng.explore import lammps
 from dpgen_ng.explore.filters import bad_box, min_distance_table, too_close
 from dpgen_ng.explore.select import CANDIDATE, SKIPPED, Trust, classify, select_system
 from dpgen_ng.fp import Failure, Labeler, labeler_class
-from dpgen_ng.io import atomic_write_json, atomic_write_text
+from dpgen_ng.io import atomic_write_json, atomic_write_text, replace_dir
 from dpgen_ng.stages import model_devi
 from dpgen_ng.stages.context import IterContext, read_manifest, write_manifest
 from dpgen_ng.stages.train import LABELS_FILE
@@ -151,15 +150,7 @@ def write_data(out_dir: Path, systems: list[dpdata.System], type_map: tuple[str,
     ms = dpdata.MultiSystems(type_map=list(type_map))
     for s in systems:
         ms.append(s)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    ms.to_deepmd_npy(str(tmp))
-    old = out_dir.with_name(f".{out_dir.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(out_dir, lambda tmp: ms.to_deepmd_npy(str(tmp)))
     return ms.get_nframes()
 
 

@@ -15,7 +15,7 @@ from dpgen_ng.dispatch import TaskSpec, read_task_rc
 from dpgen_ng.errors import StageError, UserError
 from dpgen_ng.explore import lammps
 from dpgen_ng.explore.devi import read_model_devi
-from dpgen_ng.io import atomic_write_bytes, atomic_write_json, atomic_write_text, tail
+from dpgen_ng.io import atomic_write_bytes, atomic_write_json, atomic_write_text, relink, tail
 from dpgen_ng.rng import draw_seed
 from dpgen_ng.stages.context import IterContext, read_manifest, write_manifest
 
@@ -45,10 +45,7 @@ def make(ctx: IterContext) -> None:
     graphs = []
     for k in range(p.numb_models):
         name = f"graph.{k:03d}.pb"
-        link = md_dir / name
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(os.path.relpath((ctx.stage_dir(0) / name).resolve(), md_dir))
+        relink(md_dir / name, os.path.relpath((ctx.stage_dir(0) / name).resolve(), md_dir))
         graphs.append(f"../{name}")
     rng = ctx.rng("model_devi")
     dt = job.dt if job.dt is not None else p.model_devi_dt

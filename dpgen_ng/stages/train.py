@@ -10,7 +10,7 @@ from pathlib import Path
 from dpgen_ng.data import auto_batch_size, expand_systems
 from dpgen_ng.dispatch import TaskSpec
 from dpgen_ng.errors import StageError, UserError
-from dpgen_ng.io import atomic_write_json
+from dpgen_ng.io import atomic_write_json, relink
 from dpgen_ng.stages.context import IterContext, read_manifest, write_manifest
 from dpgen_ng.train import deepmd
 
@@ -21,9 +21,7 @@ LABELS_FILE = "labels.json"  # written by post_fp, read here to decide whether t
 
 def _relink(link: Path, target: Path) -> None:
     """Point ``link`` at ``target`` with a relative symlink (the work dir can be moved)."""
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(os.path.relpath(target, link.parent))
+    relink(link, os.path.relpath(target, link.parent))
 
 
 def _should_copy(ctx: IterContext) -> int | None:
