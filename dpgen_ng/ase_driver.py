@@ -84,15 +84,23 @@ def run(task_dir: Path, spec: dict[str, Any]) -> dict[str, Any]:
     if mode == "single":
         frames.append(_snapshot(atoms, periodic))
     elif mode == "relax":
+        from ase.constraints import FixAtoms
         from ase.filters import FrechetCellFilter
         from ase.optimize import BFGS
 
-        target = FrechetCellFilter(atoms) if periodic and opts.get("relax_cell", True) else atoms
+        pos, shape, vol = opts.get("dofs", (True, True, True))
+        shape, vol = shape and periodic, vol and periodic
+        if not pos:  # atoms keep their fractional coordinates (they follow the cell)
+            atoms.set_constraint(FixAtoms(indices=list(range(len(atoms)))))
+        target = atoms
+        if shape or vol:
+            target = FrechetCellFilter(atoms, hydrostatic_strain=not shape, constant_volume=not vol)
         opt = BFGS(target, logfile=str(task_dir / "relax.log"))
         opt.attach(lambda: frames.append(_snapshot(atoms, periodic)))
         result["converged"] = bool(opt.run(fmax=opts.get("relax_fmax", 0.05),
                                            steps=opts.get("relax_steps", 200)))
         result["steps"] = opt.get_number_of_steps()
+        atoms.set_constraint()
         io.write(task_dir / "CONTCAR", atoms, format="vasp", direct=True)
     elif mode == "md":
         from ase.md.langevin import Langevin

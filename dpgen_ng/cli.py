@@ -1,4 +1,4 @@
-"""The ``dpgen`` command: run, check, status, init_bulk."""
+"""The ``dpgen`` command: run, check, status, init_bulk, test (alias autotest)."""
 
 from __future__ import annotations
 
@@ -136,6 +136,82 @@ def init_bulk_cmd(param: Path, machine: Path | None, workdir: Path, verbose: boo
     setup_logging(workdir, verbose)
     report = init_bulk(params, workdir, machines)
     click.echo(json.dumps(report, indent=2))
+
+
+TEST_STEPS = ("make", "run", "post")
+
+
+def run_test(step: str, param: Path, machine: Path | None, workdir: Path, verbose: bool) -> int:
+    """make / run / post (or all three) of a test param; returns the exit code."""
+    from dpgen_ng.autotest.report import compare, eos_png, table
+    from dpgen_ng.autotest.run import TestRun
+    from dpgen_ng.config.autotest import load_test_params
+    from dpgen_ng.config.machine import load_machine
+    from dpgen_ng.io import atomic_write_json
+    from dpgen_ng.loop import WorkdirLock
+
+    quiet_dpdispatcher()
+    params = load_test_params(param, workdir)
+    stages = tuple(sorted({i.stage for i in params.interactions}))
+    machines = load_machine(machine, required=stages) if machine else None
+    if machines is None and step in ("run", "all"):
+        raise UserError("no MACHINE given", f"dpgen test {'' if step == 'all' else 'run '}{param}",
+                        "a machine.json with the " + " and ".join(stages) + " section(s)")
+    setup_logging(workdir, verbose)
+    with WorkdirLock(workdir):
+        test = TestRun(params, workdir, machines)
+        if step == "make":
+            test.make()
+            click.echo(f"made the tasks of {len(params.structures)} structure(s); next: dpgen test run")
+            return 0
+        if step in ("run", "all"):
+            test.run()
+        if step == "run":
+            return 0
+        reports = test.post()
+    out, failed = [], False
+    for rep in reports:
+        rows = compare(rep, params)
+        failed |= any(r.get("problem") for r in rows)
+        png = eos_png(rep, params, workdir.resolve() / rep.conf / "eos_00" / "eos.png")
+        click.echo(table(rep, rows, params))
+        if png:
+            click.echo(f"EOS plot: {png}")
+        click.echo("")
+        out.append({"conf": rep.conf, "rows": rows, "results": rep.results, "problems": rep.problems})
+    atomic_write_json(workdir / "test_report.json",
+                      {"interactions": [i.as_json() for i in params.interactions], "structures": out})
+    return 1 if failed else 0
+
+
+def _test_command(name: str, doc: str) -> click.Command:
+    @click.command(name, help=doc)
+    @click.argument("args", nargs=-1, metavar="[make|run|post] PARAM [MACHINE]")
+    @WORKDIR
+    @VERBOSE
+    @handle_errors
+    def cmd(args: tuple[str, ...], workdir: Path, verbose: bool) -> None:
+        step = "all"
+        if args and args[0] in TEST_STEPS:
+            step, args = args[0], args[1:]
+        if not 1 <= len(args) <= 2:
+            raise UserError(f"got {len(args)} file argument(s)", f"dpgen {name}",
+                            "[make|run|post] PARAM [MACHINE]")
+        param = Path(args[0])
+        machine = Path(args[1]) if len(args) > 1 else None
+        sys.exit(run_test(step, param, machine, workdir, verbose))
+
+    return cmd
+
+
+main.add_command(_test_command("test", """Material properties of the model against a reference.
+
+    PARAM uses DP-GEN autotest's keys (structures, interaction, relaxation, properties) plus
+    `reference`. Without a step: make, run and post; `make`, `run`, `post` do one step.
+    Tasks run through MACHINE (LAMMPS on model_devi, fp engines on fp) and resume like
+    `dpgen run`. Prints one table per structure and writes result.json per property."""))
+main.add_command(_test_command("autotest", "DP-GEN's name for `dpgen test`: "
+                                           "dpgen autotest make|run|post PARAM [MACHINE]."))
 
 
 if __name__ == "__main__":

@@ -171,4 +171,4 @@ def test_vasp_init_inputs_and_md_collect(tmp_path):
     assert isinstance(out, Failure) and "incomplete AIMD: 3 of 5" in out.detail
     shutil.copy(tmp_path / "t" / "POSCAR", task / "CONTCAR")
     relaxed = jobs["relax"].parse(task)
-    assert relaxed.get_natoms() == 5 and relaxed.converged is False
+    assert relaxed.structure.get_natoms() == 5 and relaxed.converged is False

@@ -11,7 +11,7 @@ import dpdata
 from ase import io
 
 from dpgen_ng.ase_driver import RESULT, TRAJ
-from dpgen_ng.fp.base import CONF_FILE, Failure, JobKind
+from dpgen_ng.fp.base import CONF_FILE, Failure, JobKind, Relaxed, relax_dofs
 
 DRIVER = "driver.json"
 
@@ -51,7 +51,10 @@ def ase_jobs(calc: str, calc_params: dict[str, Any], options: dict[str, Any],
     def make(mode: str) -> JobKind:
         def write(frame: dpdata.System, task_dir: Path) -> None:
             frame.to("vasp/poscar", str(Path(task_dir) / CONF_FILE))
-            spec = {"calc": calc, "mode": mode, "options": options, "calc_params": calc_params}
+            opts = {k: v for k, v in options.items() if k != "command"}
+            if mode == "relax":
+                opts["dofs"] = list(relax_dofs(options))
+            spec = {"calc": calc, "mode": mode, "options": opts, "calc_params": calc_params}
             (Path(task_dir) / DRIVER).write_text(json.dumps(spec, indent=1, sort_keys=True) + "\n")
 
         def parse(task_dir: Path) -> Any:
@@ -66,8 +69,9 @@ def ase_jobs(calc: str, calc_params: dict[str, Any], options: dict[str, Any],
                 if not contcar.is_file():
                     return Failure("missing_output", "no CONTCAR")
                 relaxed = dpdata.System(str(contcar), fmt="vasp/poscar", type_map=list(type_map))
-                relaxed.converged = result.get("converged", False)  # type: ignore[attr-defined]
-                return relaxed
+                final = checked(frames.sub_system([frames.get_nframes() - 1]))
+                return Relaxed(relaxed, bool(result.get("converged", False)),
+                               None if isinstance(final, Failure) else final)
             return complete_md(frames, int(options.get("md_nstep", 10)))
 
         outputs = [TRAJ, RESULT, "driver.log"] + (["CONTCAR", "relax.log"] if mode == "relax" else [])

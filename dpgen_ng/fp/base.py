@@ -15,6 +15,7 @@ import numpy as np
 
 from dpgen_ng.config.fields import Field
 from dpgen_ng.dispatch.runner import read_task_rc
+from dpgen_ng.errors import UserError
 from dpgen_ng.io import tail
 
 FAILURE_KINDS = ("crashed", "unconverged", "parse_error", "missing_output", "non_finite")
@@ -35,6 +36,36 @@ class JobKind:
 
 
 @dataclass(frozen=True)
+class Relaxed:
+    """The outcome of a relaxation: the final structure, whether the optimizer reached its
+    threshold, and the labels (energy, forces, virial) of the final structure when the engine
+    prints them (``dpgen test`` needs them; init_bulk only the structure)."""
+
+    structure: dpdata.System
+    converged: bool
+    final: dpdata.LabeledSystem | None = None
+
+
+RELAX_DOFS = ("relax_pos", "relax_shape", "relax_vol")
+
+
+def relax_dofs(options: dict[str, Any]) -> tuple[bool, bool, bool]:
+    """(positions, cell shape, cell volume) to relax: ``dpgen test``'s three switches when given,
+    else init_bulk's ``relax_cell`` (positions always, the cell when true)."""
+    if any(k in options for k in RELAX_DOFS):
+        pos, shape, vol = (bool(options.get(k, False)) for k in RELAX_DOFS)
+        return pos, shape, vol
+    cell = bool(options.get("relax_cell", True))
+    return True, cell, cell
+
+
+def unsupported_relax(engine: str, dofs: tuple[bool, bool, bool]) -> UserError:
+    named = ", ".join(f"{k}={str(v).lower()}" for k, v in zip(RELAX_DOFS, dofs))
+    return UserError(f"{engine} cannot relax with {named}", "cal_setting",
+                     f"a combination {engine} supports (see docs/test.md)")
+
+
+@dataclass(frozen=True)
 class Failure:
     kind: str
     detail: str
@@ -42,6 +73,21 @@ class Failure:
     def __post_init__(self) -> None:
         if self.kind not in FAILURE_KINDS:
             raise ValueError(f"unknown failure kind {self.kind!r}")
+
+
+def job_result(task_dir: Path, job: JobKind,
+               diagnose: Callable[[Path], Failure | None] = lambda d: None) -> Any:
+    """What a finished task of kind ``job`` gave: its parsed outcome, or a :class:`Failure`."""
+    info = read_task_rc(task_dir)
+    if info is None:
+        return Failure("crashed", "the job never completed (lost, or killed after all retries)")
+    if info.rc != 0:
+        return diagnose(task_dir) or Failure(
+            "crashed", f"exit code {info.rc}; stderr: {tail(Path(task_dir) / job.errlog, 3)}")
+    missing = [m for m in info.missing if m in job.backward]
+    if missing:
+        return Failure("missing_output", f"the program made no {', '.join(missing)}")
+    return job.parse(task_dir)
 
 
 class Labeler:
@@ -101,17 +147,7 @@ class Labeler:
 
     def result(self, task_dir: Path, job: JobKind | None = None) -> Any:
         """The outcome of a task (labels, or a structure for a relaxation), or why there is none."""
-        job = job or self.jobs({})["single"]
-        info = read_task_rc(task_dir)
-        if info is None:
-            return Failure("crashed", "the job never completed (lost, or killed after all retries)")
-        if info.rc != 0:
-            return self.diagnose(task_dir) or Failure(
-                "crashed", f"exit code {info.rc}; stderr: {tail(Path(task_dir) / job.errlog, 3)}")
-        missing = [m for m in info.missing if m in job.backward]
-        if missing:
-            return Failure("missing_output", f"the program made no {', '.join(missing)}")
-        return job.parse(task_dir)
+        return job_result(task_dir, job or self.jobs({})["single"], self.diagnose)
 
     # --- shared helpers -------------------------------------------------------------------
     def write_conf(self, frame: dpdata.System, task_dir: Path) -> None:

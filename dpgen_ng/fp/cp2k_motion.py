@@ -16,7 +16,7 @@ import numpy as np
 from ase.units import Bohr, Hartree
 
 from dpgen_ng.fp.ase_jobs import complete_md
-from dpgen_ng.fp.base import Failure
+from dpgen_ng.fp.base import Failure, Relaxed, relax_dofs, unsupported_relax
 
 POS = "DPGEN-pos-1.xyz"
 FRC = "DPGEN-frc-1.xyz"
@@ -24,7 +24,12 @@ EV_PER_A_IN_AU = Hartree / Bohr
 
 
 def relax_section(options: dict[str, Any], periodic_cell: bool) -> tuple[str, dict[str, Any]]:
-    kind = "CELL_OPT" if options.get("relax_cell", True) and periodic_cell else "GEO_OPT"
+    """GEO_OPT (positions) or CELL_OPT (positions, shape and volume); nothing else here."""
+    dofs = relax_dofs(options)
+    cell = periodic_cell and (dofs[1] or dofs[2])
+    if dofs not in ((True, False, False), (True, True, True)) and cell:
+        raise unsupported_relax("cp2k", dofs)
+    kind = "CELL_OPT" if cell else "GEO_OPT"
     motion = {kind: {"MAX_ITER": int(options.get("relax_steps", 200)),
                      "MAX_FORCE": float(options.get("relax_fmax", 0.05)) / EV_PER_A_IN_AU},
               "PRINT": {"TRAJECTORY": {"EACH": {kind: 1}}}}
@@ -74,7 +79,7 @@ def _system(frame_like: dpdata.System, symbols: list[str], xyz: np.ndarray,
     return out
 
 
-def parse_relax(task_dir: Path, conf: dpdata.System, output_name: str) -> dpdata.System | Failure:
+def parse_relax(task_dir: Path, conf: dpdata.System, output_name: str) -> Relaxed | Failure:
     text = (Path(task_dir) / output_name).read_text(errors="replace")
     pos = Path(task_dir) / POS
     if not pos.is_file():
@@ -84,9 +89,7 @@ def parse_relax(task_dir: Path, conf: dpdata.System, output_name: str) -> dpdata
     if not frames or cell is None:
         return Failure("parse_error", "no final structure or cell in the CP2K output")
     symbols, xyz, _ = frames[-1]
-    relaxed = _system(conf, symbols, xyz, cell)
-    relaxed.converged = "OPTIMIZATION COMPLETED" in text  # type: ignore[attr-defined]
-    return relaxed
+    return Relaxed(_system(conf, symbols, xyz, cell), "OPTIMIZATION COMPLETED" in text)
 
 
 def parse_md(task_dir: Path, conf: dpdata.System, nsteps: int) -> dpdata.LabeledSystem | Failure:

@@ -23,7 +23,7 @@ from ase.units import Bohr, Rydberg
 from dpgen_ng.config.fields import Field, as_dict, as_str, list_of
 from dpgen_ng.errors import UserError
 from dpgen_ng.fp import register
-from dpgen_ng.fp.base import Failure, JobKind, Labeler
+from dpgen_ng.fp.base import Failure, JobKind, Labeler, Relaxed, relax_dofs, unsupported_relax
 from dpgen_ng.io import relink
 
 INPUT = "pw.in"
@@ -144,12 +144,7 @@ class PwscfLabeler(Labeler):
 
     def jobs(self, options: dict[str, Any]) -> dict[str, JobKind]:
         """Single points, and for init_bulk pw.x's own (vc-)relax and MD, read back with ASE."""
-        cell = bool(options.get("relax_cell", True))
-        relax = {"control": {"calculation": "vc-relax" if cell else "relax",
-                             "nstep": int(options.get("relax_steps", 200)),
-                             "forc_conv_thr": float(options.get("relax_fmax", 0.05)) / (Rydberg / Bohr),
-                             "etot_conv_thr": 1e-5},
-                 "ions": {"ion_dynamics": "bfgs"}, "cell": {"cell_dynamics": "bfgs"} if cell else {}}
+        relax = self._relax_params(options)
         nsteps = int(options.get("md_nstep", 10))
         md = {"control": {"calculation": "md", "nstep": nsteps,
                           "dt": float(options.get("md_dt", 1.0)) / RY_TIME_FS},
@@ -170,6 +165,20 @@ class PwscfLabeler(Labeler):
                 "md": dataclasses.replace(single, write=writer(md),
                                           parse=lambda d: self._parse_md(Path(d), nsteps))}
 
+    @staticmethod
+    def _relax_params(options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """pw.x's relax (positions) or vc-relax (cell_dofree all / shape / volume)."""
+        pos, shape, vol = relax_dofs(options)
+        control = {"nstep": int(options.get("relax_steps", 200)), "etot_conv_thr": 1e-5,
+                   "forc_conv_thr": float(options.get("relax_fmax", 0.05)) / (Rydberg / Bohr)}
+        if not (shape or vol):
+            return {"control": {"calculation": "relax", **control}, "ions": {"ion_dynamics": "bfgs"}}
+        if not pos:
+            raise unsupported_relax("pwscf", (pos, shape, vol))
+        dofree = "all" if shape and vol else ("shape" if shape else "volume")
+        return {"control": {"calculation": "vc-relax", **control}, "ions": {"ion_dynamics": "bfgs"},
+                "cell": {"cell_dynamics": "bfgs", "cell_dofree": dofree}}
+
     def _images(self, task_dir: Path) -> list[Any] | Failure:
         out = Path(task_dir) / OUTPUT
         if not out.is_file() or out.stat().st_size == 0:
@@ -179,14 +188,19 @@ class PwscfLabeler(Labeler):
         except Exception as exc:  # noqa: BLE001
             return Failure("parse_error", f"{OUTPUT}: {type(exc).__name__}: {exc}")
 
-    def _parse_relax(self, task_dir: Path) -> dpdata.System | Failure:
+    def _parse_relax(self, task_dir: Path) -> Relaxed | Failure:
         images = self._images(task_dir)
         if isinstance(images, Failure) or not images:
             return images or Failure("parse_error", "no structure in pw.out")
         relaxed = dpdata.System(images[-1], fmt="ase/structure", type_map=list(self.type_map))
         text = (Path(task_dir) / OUTPUT).read_text(errors="replace")
-        relaxed.converged = "bfgs converged" in text  # type: ignore[attr-defined]
-        return relaxed
+        try:  # vc-relax ends with a fresh scf at the final cell: its labels are the last image's
+            final = self.checked(dpdata.LabeledSystem(images[-1], fmt="ase/structure",
+                                                      type_map=list(self.type_map)))
+        except Exception:  # noqa: BLE001 - no energy on the last image: structure only
+            final = None
+        converged = "bfgs converged" in text or "End final coordinates" in text
+        return Relaxed(relaxed, converged, None if isinstance(final, Failure) else final)
 
     def _parse_md(self, task_dir: Path, nsteps: int) -> dpdata.LabeledSystem | Failure:
         images = self._images(task_dir)

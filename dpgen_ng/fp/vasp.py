@@ -18,7 +18,7 @@ import numpy as np
 from dpgen_ng.config.fields import Field, as_float, as_str, list_of, positive
 from dpgen_ng.errors import UserError
 from dpgen_ng.fp import register
-from dpgen_ng.fp.base import Failure, JobKind, Labeler
+from dpgen_ng.fp.base import Failure, JobKind, Labeler, Relaxed
 from dpgen_ng.io import relink
 
 FILES = ("POSCAR", "INCAR", "POTCAR", "KPOINTS")
@@ -245,15 +245,21 @@ def _init_settings(raw: dict[str, Any]) -> VaspInit | None:
                     texts.get("md_incar"))
 
 
-def parse_relax(task_dir: Path, type_map: tuple[str, ...]) -> dpdata.System | Failure:
+def parse_relax(task_dir: Path, type_map: tuple[str, ...]) -> Relaxed | Failure:
     contcar = task_dir / "CONTCAR"
     if not contcar.is_file() or contcar.stat().st_size == 0:
         return Failure("missing_output", "no CONTCAR")
     relaxed = dpdata.System(str(contcar), fmt="vasp/poscar", type_map=list(type_map))
     outcar = task_dir / "OUTCAR"
     text = outcar.read_text(errors="replace") if outcar.is_file() else ""
-    relaxed.converged = "reached required accuracy" in text  # type: ignore[attr-defined]
-    return relaxed
+    final = None
+    try:  # the labels of the last ionic step
+        steps = dpdata.LabeledSystem(str(outcar), fmt="vasp/outcar", type_map=list(type_map))
+        if steps.get_nframes():
+            final = steps.sub_system([steps.get_nframes() - 1])
+    except Exception:  # noqa: BLE001 - structure only
+        final = None
+    return Relaxed(relaxed, "reached required accuracy" in text, final)
 
 
 def parse_md(task_dir: Path, type_map: tuple[str, ...], nsw: int) -> dpdata.LabeledSystem | Failure:

@@ -95,8 +95,8 @@ class InitRun:
             if isinstance(res, Failure):
                 raise StageError(f"relaxation of {d} failed: {res.kind}: {res.detail}")
             if not (d / "CONTCAR").is_file():  # never rewrite the engine's own CONTCAR: a resumed run
-                res.to("vasp/poscar", str(d / "CONTCAR"))  # must build bit-identical inputs from it
-            converged = getattr(res, "converged", True)
+                res.structure.to("vasp/poscar", str(d / "CONTCAR"))  # must build bit-identical inputs
+            converged = res.converged
             if not converged:
                 log.warning("%s: relaxation stopped at relax_steps before reaching relax_fmax", d.name)
             report[d.name] = {"converged": bool(converged)}
