@@ -125,6 +125,11 @@ def write_task(workdir: Path, task: Task) -> bool:
     return True
 
 
+def _drop_results(group: Path) -> None:
+    for name in (RESULT, RESULT_OUT):
+        (group / name).unlink(missing_ok=True)
+
+
 def write_group(workdir: Path, group: Path, tasks: list[Task], extra: dict[str, Any]) -> None:
     """Write a property's tasks; remove task dirs an earlier make left that are not asked for now."""
     group.mkdir(parents=True, exist_ok=True)
@@ -135,8 +140,7 @@ def write_group(workdir: Path, group: Path, tasks: list[Task], extra: dict[str, 
             shutil.rmtree(old)
             remade.append(True)
     if any(remade):
-        for name in (RESULT, RESULT_OUT):
-            (group / name).unlink(missing_ok=True)
+        _drop_results(group)
     atomic_write_json(group / "tasks.json", {**extra, "tasks": [{"path": t.path, **t.meta} for t in tasks]})
 
 
@@ -244,6 +248,9 @@ class TestRun:
         if info.task_id != expected:
             return Failure("missing_output", "stale: the outputs were made from other inputs than this "
                                              "param asks for (run `dpgen test run` again)")
+        if task_id(self.workdir, task.spec(command)) != expected:
+            return Failure("missing_output", "stale: the inputs in the task dir were changed after it ran "
+                                             "(run `dpgen test run` again)")
         return side.outcome(task)
 
     def post(self) -> list[ConfReport]:
@@ -264,6 +271,8 @@ class TestRun:
         equi = self.checked(side, relax)
         if isinstance(equi, Failure):
             problems["relaxation"] = f"{equi.kind}: {equi.detail}"
+            for spec in self.params.properties:  # an old result must not pass for a current one
+                _drop_results(side.root(conf) / spec.dirname)
             return results, problems
         relax_dir = self.workdir / relax.path
         results["relaxation"] = {"energy": equi.energy, "natoms": equi.natoms, "energy_per_atom": equi.epa,
@@ -286,6 +295,7 @@ class TestRun:
             failed = [(t, o) for t, o in zip(tasks, outcomes) if isinstance(o, Failure)]
             group = self.workdir / side.rel(side.root(conf) / spec.dirname)
             if failed:
+                _drop_results(group)
                 t, o = failed[0]
                 problems[spec.type] = (f"{len(failed)} of {len(tasks)} task(s) without a result; "
                                        f"{Path(t.path).name}: {o.kind}: {o.detail}")
@@ -293,6 +303,7 @@ class TestRun:
             try:
                 result = prop.compute([t.meta for t in tasks], outcomes, equi)
             except ValueError as exc:
+                _drop_results(group)
                 problems[spec.type] = str(exc)
                 continue
             atomic_write_json(group / RESULT, result)
