@@ -38,11 +38,13 @@ demo: setup
 	cd $(DEMO_DIR) && dpgen init_bulk init.json machine.json
 	cd $(DEMO_DIR) && time dpgen run param.json machine.json
 
-# fcc Cu: init_bulk (relax, perturb, AIMD with EMT) then two iterations labeled with EMT
+# fcc Cu: init_bulk (relax, perturb, AIMD with EMT), two iterations labeled with EMT, then
+# `dpgen test` of the final model against EMT (EOS, elastic constants, vacancy, surfaces)
 demo-cu: setup
-	rm -rf $(DEMO_DIR)-cu && mkdir -p $(DEMO_DIR)-cu && cp examples/cu/* $(DEMO_DIR)-cu/
+	rm -rf $(DEMO_DIR)-cu && mkdir -p $(DEMO_DIR)-cu && cp -r examples/cu/* $(DEMO_DIR)-cu/
 	cd $(DEMO_DIR)-cu && dpgen init_bulk init.json machine.json
 	cd $(DEMO_DIR)-cu && time dpgen run param.json machine.json
+	cd $(DEMO_DIR)-cu && time dpgen test test.json machine.json
 
 test: setup
 	$(VENV)/bin/ruff check dpgen_ng tests bench

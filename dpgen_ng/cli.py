@@ -79,8 +79,9 @@ def run_cmd(param: Path, machine: Path, workdir: Path, verbose: bool) -> None:
 @WORKDIR
 @handle_errors
 def check_cmd(param: Path, machine: Path | None, workdir: Path) -> None:
-    """Validate PARAM (a run param.json or an init.json) and MACHINE; print the effective
-    settings as JSON. Writes nothing."""
+    """Validate PARAM (a run param.json, an init.json or a test.json) and MACHINE; print the
+    effective settings as JSON. Writes nothing."""
+    from dpgen_ng.config.autotest import load_test_params
     from dpgen_ng.config.init import load_init_params
     from dpgen_ng.config.machine import STAGES, load_machine
     from dpgen_ng.config.param import load_run_params
@@ -88,13 +89,18 @@ def check_cmd(param: Path, machine: Path | None, workdir: Path) -> None:
     quiet_dpdispatcher()
     raw = read_config_file(param)
     is_init = "stages" in raw and "model_devi_jobs" not in raw
+    is_test = "structures" in raw and "interaction" in raw
+    stages: tuple[str, ...] = STAGES
     if is_init:
-        settings = load_init_params(param, workdir).effective()
+        settings, stages = load_init_params(param, workdir).effective(), ("fp",)
+    elif is_test:
+        test = load_test_params(param, workdir)
+        settings, stages = test.effective(), tuple(sorted({i.stage for i in test.interactions}))
     else:
         settings = load_run_params(param).effective()
     out: dict[str, Any] = {"param": settings}
     if machine is not None:
-        out["machine"] = load_machine(machine, ("fp",) if is_init else STAGES).as_json()
+        out["machine"] = load_machine(machine, stages).as_json()
     click.echo(json.dumps(out, indent=2, default=str))
     click.echo(f"ok: {param}" + (f" and {machine}" if machine else "") + " are valid", err=True)
 

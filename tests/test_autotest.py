@@ -363,3 +363,23 @@ def test_stale_outputs_are_never_read(tmp_path):
     poscar.write_text(poscar.read_text().replace("Cu", "Cu ", 1))
     res = dpgen("test", "post", "test.json", cwd=work)
     assert res.returncode == 1 and "task.000003: missing_output: stale" in res.stdout
+
+
+def test_vasp_reference_in_dpgen_keys_gets_isif_per_calculation(tmp_path):
+    """DP-GEN's VASP interaction keys (incar, potcar_prefix, potcars); `make` writes each task's
+    INCAR with the ISIF of its cal_setting (VASP cannot run here: inputs only)."""
+    (tmp_path / "INCAR").write_text("ENCUT = 400\nKSPACING = 0.3\nKGAMMA = .TRUE.\nISIF = 2\n")
+    (tmp_path / "POTCAR_Cu").write_text("fake POTCAR of Cu\n")
+    cu_conf(tmp_path)
+    write_json(tmp_path / "test.json", {
+        "structures": ["confs/*"],
+        "interaction": {"type": "vasp", "incar": str(tmp_path / "INCAR"), "potcar_prefix": str(tmp_path),
+                        "potcars": {"Cu": "POTCAR_Cu"}},
+        "properties": [{"type": "eos", "vol_start": 0.98, "vol_end": 1.01, "vol_step": 0.01}]})
+    res = dpgen("test", "make", "test.json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    relax = tmp_path / "confs" / "std-fcc" / "relaxation" / "relax_task"
+    incar = (relax / "INCAR").read_text()
+    assert "ISIF = 3" in incar and "ISIF = 2" not in incar and "NSW = 5000" in incar
+    assert (relax / "POTCAR").read_text() == "fake POTCAR of Cu\n" and (relax / "KPOINTS").is_file()
+    assert not (tmp_path / "confs" / "std-fcc" / "eos_00").exists()  # made once the relaxation ran

@@ -121,3 +121,24 @@ def test_dpgen_methane_examples_pass_check(tmp_path, make):
     settings = json.loads(out.stdout)["param"]
     assert settings["fp_style"] == make.__name__.split("_")[0]
     assert settings["model_devi_jobs"][0].get("press") is None  # nvt: the pressure does not apply
+
+
+@pytest.mark.parametrize("name", ["test.json", "test-pwscf.json"])
+def test_cu_test_examples_pass_check(tmp_path, name):
+    """examples/cu/test*.json (`dpgen test`) validate, given the model the Cu run makes."""
+    import shutil
+
+    cu = Path(__file__).resolve().parent.parent / "examples" / "cu"
+    shutil.copytree(cu, tmp_path, dirs_exist_ok=True)
+    model = tmp_path / "iter.000002" / "00.train" / "graph.000.pb"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"a frozen model")
+    machine = "machine-pwscf.json" if "pwscf" in name else "machine.json"
+    if "pwscf" in name and not Path("/usr/share/espresso/pseudo/Cu.pbe-kjpaw.UPF").is_file():
+        pytest.skip("Debian's QE pseudopotentials are not installed")
+    res = subprocess.run([sys.executable, "-m", "dpgen_ng.cli", "check", name, machine], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert [i["type"] for i in out["param"]["interactions"]] == ["deepmd", "pwscf" if "pwscf" in name else "emt"]
+    assert {"fp", "model_devi"} <= set(out["machine"])

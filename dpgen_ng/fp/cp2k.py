@@ -150,6 +150,7 @@ class Cp2kLabeler(Labeler):
     outlog = OUTPUT
     errlog = "cp2k.err"
     UNCONVERGED_MARK = "SCF run NOT converged"
+    relax_labels = False  # GEO_OPT/CELL_OPT outputs are read for the structure only (init_bulk)
 
     @classmethod
     def parse_settings(cls, raw: dict[str, Any], path: str) -> Cp2kSettings:

@@ -18,7 +18,7 @@ import numpy as np
 from dpgen_ng.config.fields import Field, as_float, as_str, list_of, positive
 from dpgen_ng.errors import UserError
 from dpgen_ng.fp import register
-from dpgen_ng.fp.base import Failure, JobKind, Labeler, Relaxed
+from dpgen_ng.fp.base import RELAX_DOFS, Failure, JobKind, Labeler, Relaxed, relax_dofs, unsupported_relax
 from dpgen_ng.io import relink
 
 FILES = ("POSCAR", "INCAR", "POTCAR", "KPOINTS")
@@ -34,6 +34,29 @@ def read_incar(text: str) -> dict[str, str]:
                 key, value = part.split("=", 1)
                 out[key.strip().upper()] = value.strip()
     return out
+
+
+# DP-GEN autotest's (relax_pos, relax_shape, relax_vol) → ISIF
+ISIF = {(True, False, False): 2, (True, True, True): 3, (True, True, False): 4, (False, True, False): 5,
+        (False, True, True): 6, (False, False, True): 7}
+
+
+def relax_incar(text: str, dofs: tuple[bool, bool, bool], nsw: int) -> str:
+    """The INCAR ``text`` with ISIF for ``dofs`` (and IBRION = 2, NSW unless the INCAR sets them)."""
+    if dofs not in ISIF:
+        raise unsupported_relax("vasp", dofs)
+    given = read_incar(text)
+    updates = {"ISIF": str(ISIF[dofs])}
+    if "IBRION" not in given or given["IBRION"].strip() == "-1":
+        updates["IBRION"] = "2"
+    if int(float(given.get("NSW", "0") or 0)) <= 0:
+        updates["NSW"] = str(nsw)
+    lines = []
+    for line in text.splitlines():
+        parts = [p for p in line.split(";") if p.split("=", 1)[0].strip().upper() not in updates]
+        if any(p.strip() for p in parts):
+            lines.append(";".join(parts))
+    return "\n".join(lines + [f"{k} = {v}" for k, v in updates.items()]) + "\n"
 
 
 def _flag(value: str) -> bool:
@@ -135,10 +158,19 @@ class VaspLabeler(Labeler):
         """Single points (param.json keys); relaxation / AIMD for init_bulk (init.json keys)."""
         s: VaspSettings = self.settings
         out = super().jobs(options) if s.incar is not None else {}
+        back = ("OUTCAR", "CONTCAR", "vasprun.xml", self.outlog, self.errlog)
+        if s.incar is not None and any(k in options for k in RELAX_DOFS):  # dpgen test
+            incar = relax_incar(s.incar, relax_dofs(options), int(options.get("relax_steps", 200)))
+
+            def write_relax(frame: dpdata.System, task_dir: Path) -> None:
+                self.write_inputs(frame, task_dir)
+                (Path(task_dir) / "INCAR").write_text(incar)
+
+            out["relax"] = JobKind(write_relax, self.command, FILES, back,
+                                   lambda d: parse_relax(Path(d), self.type_map), self.outlog, self.errlog)
         init = s.init
         if init is None:
             return out
-        back = ("OUTCAR", "CONTCAR", "vasprun.xml", self.outlog, self.errlog)
 
         def writer(incar: str):  # noqa: ANN202
             def write(frame: dpdata.System, task_dir: Path) -> None:
@@ -150,7 +182,7 @@ class VaspLabeler(Labeler):
             return write
 
         files = ("POSCAR", "INCAR", "POTCAR")
-        if init.relax_incar is not None:
+        if init.relax_incar is not None and "relax" not in out:
             out["relax"] = JobKind(writer(init.relax_incar), self.command, files, back,
                                    lambda d: parse_relax(Path(d), self.type_map), self.outlog, self.errlog)
         if init.md_incar is not None:
