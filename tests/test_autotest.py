@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -309,7 +310,7 @@ def test_sigkill_then_resume_runs_no_task_twice(tmp_path):
     wrapper.chmod(0o755)
     m = json.loads((work / "machine.json").read_text())
     m["fp"]["command"] = f"{wrapper} {m['fp']['command']}"
-    m["fp"]["resources"]["para_deg"] = 1
+    m["fp"]["resources"].update(group_size=1, para_deg=1)  # results come back one task at a time
     write_json(work / "machine.json", m)
     proc = subprocess.Popen([sys.executable, "-m", "dpgen_ng.cli", "test", "test.json", "machine.json"],
                             cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -383,3 +384,46 @@ def test_vasp_reference_in_dpgen_keys_gets_isif_per_calculation(tmp_path):
     assert "ISIF = 3" in incar and "ISIF = 2" not in incar and "NSW = 5000" in incar
     assert (relax / "POTCAR").read_text() == "fake POTCAR of Cu\n" and (relax / "KPOINTS").is_file()
     assert not (tmp_path / "confs" / "std-fcc" / "eos_00").exists()  # made once the relaxation ran
+
+
+@pytest.mark.engine
+@pytest.mark.slow
+def test_pwscf_reference_runs_for_real(tmp_path):
+    """pw.x as the reference on its own machine section (the model, EMT, keeps `fp`): a vc-relax
+    cut short at 3 steps (pw.x exits 3: a result, flagged not converged) and a static EOS whose
+    energies are pw.x's own (read back with ASE). Coarse settings: this checks the plumbing."""
+    upf = Path("/usr/share/espresso/pseudo/Cu.pbe-kjpaw.UPF")
+    if not upf.is_file() or shutil.which("pw.x") is None:
+        pytest.skip("pw.x / Debian's QE pseudopotentials are not installed")
+    conf = tmp_path / "confs" / "prim"
+    conf.mkdir(parents=True)
+    write(conf / "POSCAR", bulk("Cu", "fcc", a=3.7), format="vasp", direct=True)
+    m = json.loads(CU_MACHINE.read_text())
+    m["fp_pwscf"] = json.loads((ROOT / "examples" / "cu" / "machine-pwscf.json").read_text())["fp"]
+    for section in ("fp", "fp_pwscf"):
+        m[section]["check_interval"] = 0.2
+    write_json(tmp_path / "machine.json", m)
+    pw = {"system": {"ecutwfc": 20, "ecutrho": 160, "occupations": "smearing", "smearing": "mv",
+                     "degauss": 0.03}, "kspacing": 0.6}
+    param = {"structures": ["confs/*"], "interaction": {"type": "emt"},
+             "reference": {"type": "pwscf", "fp_pp_files": [upf.name], "user_fp_params": pw},
+             "relaxation": {"cal_setting": {"maxiter": 3, "fmax": 0.001}},
+             "properties": [{"type": "eos", "vol_start": 0.97, "vol_end": 1.04, "vol_step": 0.03,
+                             "cal_type": "static"}]}
+    write_json(tmp_path / "test.json", param)
+    res = dpgen("check", "test.json", "machine.json", cwd=tmp_path)
+    assert res.returncode == 2 and "would both run with the command of machine section 'fp'" in res.stderr
+    param["reference"]["machine"] = "fp_pwscf"
+    write_json(tmp_path / "test.json", param)
+    res = dpgen("test", "test.json", "machine.json", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    ref = json.loads((tmp_path / "test_report.json").read_text())["structures"][0]["results"]["reference"]
+    assert ref["relaxation"]["converged"] is False  # stopped at nstep = 3
+    assert ref["relaxation"]["volume_per_atom"] != pytest.approx(3.7**3 / 4, rel=1e-3)  # the cell moved
+    tasks = sorted((conf / "reference" / "eos_00").glob("task.*"))
+    assert len(tasks) == len(ref["eos"]["energy_per_atom"]) == 3
+    from ase.io import read
+
+    for task, epa in zip(tasks, ref["eos"]["energy_per_atom"]):
+        energy = read(task / "pw.out", format="espresso-out").get_potential_energy()
+        assert epa == pytest.approx(energy, rel=1e-6)  # dpdata's and ASE's Ry differ in the 8th digit

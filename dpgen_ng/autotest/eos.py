@@ -59,8 +59,10 @@ class Eos(Property):
 
     def rows(self, result: dict[str, Any]) -> list[Row]:
         fit = result.get("fit")
-        if not fit:
-            return []
+        if not fit:  # fewer than 5 points, or no minimum: the lowest point instead
+            k = int(np.argmin(result["energy_per_atom"]))
+            return [Row("V of lowest E (Å^3/atom)", result["volume_per_atom"][k], "Å^3/atom"),
+                    Row("lowest E (eV/atom)", result["energy_per_atom"][k], "eV/atom")]
         return [Row("V0 (Å^3/atom)", fit["V0"], "Å^3/atom"), Row("E0 (eV/atom)", fit["E0"], "eV/atom"),
                 Row("B0 (GPa)", fit["B0"], "GPa")]
 

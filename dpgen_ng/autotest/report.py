@@ -44,6 +44,7 @@ def compare(rep: ConfReport, params: TestParams) -> list[dict[str, Any]]:
             for role in roles:
                 row[role] = values.get(role, {}).get(q)
             m, r = row.get("model"), row.get("reference")
+            row["difference"] = m - r if m is not None and r is not None else None
             row["rel_error"] = (m - r) / abs(r) if m is not None and r not in (None, 0) else None
             problems = [f"{role}: {rep.problems[role][prop]}" for role in roles
                         if prop in rep.problems.get(role, {})]
@@ -63,7 +64,7 @@ def table(rep: ConfReport, rows: list[dict[str, Any]], params: TestParams) -> st
     two = len(params.interactions) > 1
     head = f"{'property':<13s} {'quantity':<28s} {'model':>12s}"
     if two:
-        head += f" {'reference':>12s} {'rel. error':>10s}"
+        head += f" {'reference':>12s} {'difference':>12s} {'rel. error':>10s}"
     names = " vs ".join(f"{i.role}: {i.describe()}" for i in params.interactions)
     lines = [f"== {rep.conf}  ({names})", head, "-" * len(head)]
     for row in rows:
@@ -73,7 +74,8 @@ def table(rep: ConfReport, rows: list[dict[str, Any]], params: TestParams) -> st
         line = f"{row['property']:<13s} {row['quantity']:<28s} {_fmt(row.get('model'))}"
         if two:
             err = row["rel_error"]
-            line += f" {_fmt(row.get('reference'))} {'-' if err is None else f'{100 * err:+.2f}%':>10s}"
+            line += f" {_fmt(row.get('reference'))} {_fmt(row.get('difference'))}"
+            line += f" {'-' if err is None else f'{100 * err:+.2f}%':>10s}"
         if row.get("problem"):
             line += f"   ({row['problem']})"
         lines.append(line)

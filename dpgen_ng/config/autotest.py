@@ -119,11 +119,13 @@ class InteractionSettings:
     type_map: tuple[str, ...]
     model: Path | None = None  # deepmd
     fp_settings: Any = None  # fp engines
+    machine: str | None = None  # the machine.json section, when not the default
+    label: str = ""  # the model file as the param names it
 
     @property
     def stage(self) -> str:
-        """The machine.json section its tasks run with (as DP-GEN: LAMMPS → model_devi)."""
-        return "model_devi" if self.type == "deepmd" else "fp"
+        """The machine.json section its tasks run with (as DP-GEN: LAMMPS → model_devi, else fp)."""
+        return self.machine or ("model_devi" if self.type == "deepmd" else "fp")
 
     def engine(self) -> Any:
         if self.type == "deepmd":
@@ -133,7 +135,7 @@ class InteractionSettings:
         return labeler_class(self.type)(self.fp_settings, self.type_map)
 
     def describe(self) -> str:
-        return f"deepmd ({self.model})" if self.type == "deepmd" else self.type
+        return f"deepmd ({self.label or self.model})" if self.type == "deepmd" else self.type
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type, "type_map": list(self.type_map)}
@@ -141,6 +143,7 @@ class InteractionSettings:
             out["model"] = str(self.model)
         if self.fp_settings is not None:
             out["settings"] = self.fp_settings.as_json()
+        out["machine"] = self.stage
         return out
 
 
@@ -241,6 +244,7 @@ def parse_interaction(raw: dict[str, Any], role: str, where: str, default_map: t
     if kind not in names:
         raise UserError(f"got {kind!r}", join(where, "type"), "one of " + ", ".join(names))
     type_map = _type_map(raw.pop("type_map"), join(where, "type_map")) if "type_map" in raw else default_map
+    machine = as_str(raw.pop("machine"), join(where, "machine")) if "machine" in raw else None
     if kind == "deepmd":
         fields = {"model": Field(str_or_list_of_str), "deepmd_version": Field(as_str, default=None),
                   "in_lammps": Field(one_of("auto"), default="auto")}
@@ -253,7 +257,8 @@ def parse_interaction(raw: dict[str, Any], role: str, where: str, default_map: t
         model = model if model.is_absolute() else workdir / model
         if not model.is_file():
             raise UserError(f"{model} not found", join(where, "model"), "a frozen DeePMD model (.pb)")
-        return InteractionSettings(role, kind, type_map, model=model.resolve())
+        return InteractionSettings(role, kind, type_map, model=model.resolve(), machine=machine,
+                                   label=p["model"][0])
     if kind == "vasp":
         raw = _vasp_keys(raw, type_map, where)
     try:
@@ -262,7 +267,7 @@ def parse_interaction(raw: dict[str, Any], role: str, where: str, default_map: t
         labeler_class(kind)(settings, type_map)  # the engine checks its elements
     except UserError as exc:
         raise UserError(exc.what, join(where, exc.where) if exc.where else where, exc.expected) from None
-    return InteractionSettings(role, kind, type_map, fp_settings=settings)
+    return InteractionSettings(role, kind, type_map, fp_settings=settings, machine=machine)
 
 
 def parse_property(raw: dict[str, Any], where: str, workdir: Path) -> PropertySpec:
@@ -329,6 +334,11 @@ def parse_test_params(raw: dict[str, Any], workdir: Path) -> TestParams:
         if extra:
             raise UserError(f"the structures hold {extra}, not in type_map {list(inter.type_map)}",
                             "interaction" if inter.role == "model" else "reference", "every element mapped")
+    if len(interactions) == 2 and interactions[0].stage == interactions[1].stage \
+            and interactions[0].type != interactions[1].type:
+        raise UserError(f"'{interactions[0].type}' and '{interactions[1].type}' would both run with the "
+                        f"command of machine section '{interactions[0].stage}'", "reference.machine",
+                        "the name of another machine.json section for the reference (e.g. \"fp_ref\")")
     relax_raw = parse_section(p["relaxation"], {"cal_type": Field(one_of("relaxation"), default="relaxation"),
                                                 "cal_setting": Field(as_dict, default=dict)}, "relaxation")
     relaxation = parse_cal("relaxation", "relaxation", relax_raw["cal_setting"], "relaxation.cal_setting")

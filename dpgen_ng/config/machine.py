@@ -161,13 +161,14 @@ def parse_machine(raw: dict[str, Any], required: tuple[str, ...] = STAGES) -> Ma
         raise UserError(f"api_version {version!r}", "api_version", "\"1.0\"") from None
     if major < 1.0:
         raise UserError(f"api_version {version!r} is the old v0 format", "api_version", "\"1.0\"")
-    known = {"api_version", "deepmd_version", *STAGES}
+    sections = tuple(dict.fromkeys([*STAGES, *required]))  # dpgen test may name its own sections
+    known = {"api_version", "deepmd_version", *sections}
     for key in raw:
         if key.startswith("_") or key in known:
             continue
         raise UserError(f"unknown key '{key}'", key, nearest(key, sorted(known)))
     stages = {}
-    for stage in STAGES:
+    for stage in sections:
         if stage in raw:
             stages[stage] = parse_stage(raw[stage], stage, stage)
         elif stage in required:
