@@ -164,7 +164,7 @@ def run_test(step: str, param: Path, machine: Path | None, workdir: Path, verbos
         raise UserError("no MACHINE given", f"dpgen test {'' if step == 'all' else 'run '}{param}",
                         "a machine.json with the " + " and ".join(stages) + " section(s)")
     setup_logging(workdir, verbose)
-    with WorkdirLock(workdir):
+    with WorkdirLock(workdir, "test"):
         test = TestRun(params, workdir, machines)
         if step == "make":
             test.make()

@@ -27,10 +27,13 @@ assert len(STEP_FUNCS) == len(STEPS)
 
 
 class WorkdirLock:
-    """One ``dpgen run`` per work dir at a time (an advisory lock, released if the process dies)."""
+    """One ``dpgen run`` (or ``dpgen test``) per work dir at a time (an advisory lock, released if
+    the process dies). The two commands have separate locks: a model can be tested while the run
+    goes on."""
 
-    def __init__(self, workdir: Path) -> None:
-        self.path = Path(workdir) / ".dpgen" / "lock"
+    def __init__(self, workdir: Path, command: str = "run") -> None:
+        self.command = command
+        self.path = Path(workdir) / ".dpgen" / ("lock" if command == "run" else f"{command}.lock")
 
     def __enter__(self) -> WorkdirLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,8 +42,8 @@ class WorkdirLock:
             fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.fh.close()
-            raise UserError("another dpgen run is working in this directory", str(self.path.parent.parent),
-                            "wait for it to finish or stop it") from None
+            raise UserError(f"another dpgen {self.command} is working in this directory",
+                            str(self.path.parent.parent), "wait for it to finish or stop it") from None
         return self
 
     def __exit__(self, *exc: object) -> None:

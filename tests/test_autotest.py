@@ -427,3 +427,25 @@ def test_pwscf_reference_runs_for_real(tmp_path):
     for task, epa in zip(tasks, ref["eos"]["energy_per_atom"]):
         energy = read(task / "pw.out", format="espresso-out").get_potential_energy()
         assert epa == pytest.approx(energy, rel=1e-6)  # dpdata's and ASE's Ry differ in the 8th digit
+
+
+def test_start_confs_path_and_skip(tmp_path):
+    """Properties start from <start_confs_path>/<conf>/relaxation/relax_task/CONTCAR (so `make`
+    can write them before any run); a property with skip: true is left out."""
+    cu_conf(tmp_path)
+    start = tmp_path / "old" / "std-fcc" / "relaxation" / "relax_task"
+    start.mkdir(parents=True)
+    write(start / "CONTCAR", bulk("Cu", "fcc", a=3.5, cubic=True), format="vasp", direct=True)
+    write_json(tmp_path / "test.json", {
+        "structures": ["confs/*"], "interaction": {"type": "emt"},
+        "properties": [{"type": "eos", "vol_start": 0.99, "vol_end": 1.02, "vol_step": 0.01,
+                        "start_confs_path": "old"},
+                       {"type": "vacancy", "skip": True}]})
+    res = dpgen("test", "make", "test.json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    conf = tmp_path / "confs" / "std-fcc"
+    tasks = sorted((conf / "eos_00").glob("task.*"))
+    cells = [dpdata.System(str(t / "POSCAR"), fmt="vasp/poscar")["cells"][0] for t in tasks]
+    vols = [abs(np.linalg.det(c)) for c in cells]
+    np.testing.assert_allclose(vols, [3.5**3 * v for v in (0.99, 1.0, 1.01)])
+    assert not (conf / "vacancy_00").exists()
