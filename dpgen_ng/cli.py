@@ -184,7 +184,8 @@ def run_test(step: str, param: Path, machine: Path | None, workdir: Path, verbos
         if png:
             click.echo(f"EOS plot: {png}")
         click.echo("")
-        out.append({"conf": rep.conf, "rows": rows, "results": rep.results, "problems": rep.problems})
+        out.append({"conf": rep.conf, "rows": rows, "results": rep.results, "problems": rep.problems,
+                    "notes": rep.notes})
     atomic_write_json(workdir / "test_report.json",
                       {"interactions": [i.as_json() for i in params.interactions], "structures": out})
     return 1 if failed else 0

@@ -419,6 +419,9 @@ def test_pwscf_reference_runs_for_real(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     ref = json.loads((tmp_path / "test_report.json").read_text())["structures"][0]["results"]["reference"]
     assert ref["relaxation"]["converged"] is False  # stopped at nstep = 3
+    notes = json.loads((tmp_path / "test_report.json").read_text())["structures"][0]["notes"]
+    assert notes["reference"]["relaxation"] == "not converged (stopped at maxiter)"
+    assert "reference: not converged (stopped at maxiter)" in res.stdout
     assert ref["relaxation"]["volume_per_atom"] != pytest.approx(3.7**3 / 4, rel=1e-3)  # the cell moved
     tasks = sorted((conf / "reference" / "eos_00").glob("task.*"))
     assert len(tasks) == len(ref["eos"]["energy_per_atom"]) == 3

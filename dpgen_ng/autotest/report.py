@@ -50,6 +50,9 @@ def compare(rep: ConfReport, params: TestParams) -> list[dict[str, Any]]:
                         if prop in rep.problems.get(role, {})]
             if problems:
                 row["problem"] = "; ".join(problems)
+            notes = [f"{role}: {rep.notes[role][prop]}" for role in roles if prop in rep.notes.get(role, {})]
+            if notes:
+                row["note"] = "; ".join(notes)
             out.append(row)
     return out
 
@@ -76,8 +79,8 @@ def table(rep: ConfReport, rows: list[dict[str, Any]], params: TestParams) -> st
             err = row["rel_error"]
             line += f" {_fmt(row.get('reference'))} {_fmt(row.get('difference'))}"
             line += f" {'-' if err is None else f'{100 * err:+.2f}%':>10s}"
-        if row.get("problem"):
-            line += f"   ({row['problem']})"
+        if row.get("problem") or row.get("note"):
+            line += f"   ({row.get('problem') or row['note']})"
         lines.append(line)
     return "\n".join(lines)
 

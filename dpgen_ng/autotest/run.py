@@ -149,6 +149,7 @@ class ConfReport:
     conf: str
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> {prop: result}
     problems: dict[str, dict[str, str]] = field(default_factory=dict)  # role -> {prop: why not}
+    notes: dict[str, dict[str, str]] = field(default_factory=dict)  # role -> {prop: caveat}
 
 
 class TestRun:
@@ -239,8 +240,10 @@ class TestRun:
         """The task's outcome, if its outputs belong to exactly the inputs the param asks for."""
         command = self.commands().get(task.path)
         info = read_task_rc(self.workdir / task.path)
-        if command is None or info is None:
+        if command is None:
             return Failure("missing_output", "not run yet")
+        if info is None:
+            return Failure("crashed", "no dpgen_task.rc: the job was lost, or is still running")
         with tempfile.TemporaryDirectory(dir=self.workdir / ".dpgen") as scratch:
             (Path(scratch) / task.path).mkdir(parents=True)
             task.job.write(task.frame, Path(scratch) / task.path)
@@ -259,21 +262,22 @@ class TestRun:
         for conf in self.params.structures:
             rep = ConfReport(str(conf.relative_to(self.workdir)))
             for side in self.sides:
-                res, bad = self._post_conf(side, conf)
-                rep.results[side.role], rep.problems[side.role] = res, bad
+                rep.results[side.role], rep.problems[side.role], rep.notes[side.role] = \
+                    self._post_conf(side, conf)
             reports.append(rep)
         return reports
 
-    def _post_conf(self, side: Side, conf: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    def _post_conf(self, side: Side, conf: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
         results: dict[str, Any] = {}
         problems: dict[str, str] = {}
+        notes: dict[str, str] = {}
         relax = side.relax_task(conf, self.params.relaxation)
         equi = self.checked(side, relax)
         if isinstance(equi, Failure):
             problems["relaxation"] = f"{equi.kind}: {equi.detail}"
             for spec in self.params.properties:  # an old result must not pass for a current one
                 _drop_results(side.root(conf) / spec.dirname)
-            return results, problems
+            return results, problems, notes
         relax_dir = self.workdir / relax.path
         results["relaxation"] = {"energy": equi.energy, "natoms": equi.natoms, "energy_per_atom": equi.epa,
                                  "volume_per_atom": equi.volume / equi.natoms,
@@ -285,6 +289,7 @@ class TestRun:
             equi.structure.to("vasp/poscar", str(relax_dir / "CONTCAR"))
         if not equi.converged:
             log.warning("%s: the relaxation stopped before converging", relax.path)
+            notes["relaxation"] = "not converged (stopped at maxiter)"
         for spec in self.params.properties:
             if spec.skip:
                 continue
@@ -306,7 +311,10 @@ class TestRun:
                 _drop_results(group)
                 problems[spec.type] = str(exc)
                 continue
+            stopped = sum(1 for o in outcomes if isinstance(o, Outcome) and not o.converged)
+            if stopped:
+                notes[spec.type] = f"{stopped} of {len(tasks)} relaxation(s) stopped at maxiter"
             atomic_write_json(group / RESULT, result)
             atomic_write_text(group / RESULT_OUT, f"conf_dir: {conf}\n" + prop.text(result))
             results[spec.type] = result
-        return results, problems
+        return results, problems, notes
