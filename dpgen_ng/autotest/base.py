@@ -124,7 +124,3 @@ def transformed(system: dpdata.System, cell: np.ndarray, coords: np.ndarray) -> 
     out.data["coords"] = np.asarray(coords, dtype=float)[None]
     return out
 
-
-def replicate(system: dpdata.System, supercell: list[int]) -> dpdata.System:
-    return system.replicate(tuple(supercell))
-

@@ -14,7 +14,6 @@ only, as DP-GEN does.
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,6 @@ DUMP = "final.dump"
 LOG = "log.lammps"
 OUTLOG, ERRLOG = "lammps.out", "lammps.err"
 BAR_PER_EV_A3 = 1.602176634e6
-log = logging.getLogger("dpgen_ng.test")
 
 
 @dataclass(frozen=True)

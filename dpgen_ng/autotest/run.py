@@ -188,10 +188,11 @@ class TestRun:
         """Property tasks of every conf whose relaxed structure is known."""
         out = []
         for conf in self.params.structures:
+            relaxed = self._equi(side, conf)  # once per structure (it hashes the relaxation's inputs)
             for spec in self.params.properties:
                 if spec.skip:
                     continue
-                equi = self._equi(side, conf, spec)
+                equi = self._equi(side, conf, spec) if spec.start_confs_path else relaxed
                 if equi is None:
                     log.info("%s: %s is made once the relaxation has run", side.rel(side.root(conf)),
                              spec.type)
