@@ -172,3 +172,7 @@ def test_vasp_init_inputs_and_md_collect(tmp_path):
     shutil.copy(tmp_path / "t" / "POSCAR", task / "CONTCAR")
     relaxed = jobs["relax"].parse(task)
     assert relaxed.structure.get_natoms() == 5 and relaxed.converged is False
+    # the labels of the last ionic step (its SCF converged: 12 < NELM), for dpgen test
+    assert np.allclose(relaxed.final["energies"], ref["energies"][-1:])
+    shutil.copy(DATA / "vasp" / "OUTCAR.ch4.1step", task / "OUTCAR")  # its one step stopped at NELM
+    assert jobs["relax"].parse(task).final is None

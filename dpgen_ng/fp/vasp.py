@@ -285,9 +285,12 @@ def parse_relax(task_dir: Path, type_map: tuple[str, ...]) -> Relaxed | Failure:
     outcar = task_dir / "OUTCAR"
     text = outcar.read_text(errors="replace") if outcar.is_file() else ""
     final = None
-    try:  # the labels of the last ionic step
-        steps = dpdata.LabeledSystem(str(outcar), fmt="vasp/outcar", type_map=list(type_map))
-        if steps.get_nframes():
+    try:  # the labels of the last ionic step (the CONTCAR's), unless its SCF stopped at NELM
+        steps = dpdata.LabeledSystem(str(outcar), fmt="vasp/outcar", type_map=list(type_map),
+                                     convergence_check=False)
+        nelm, scf = scf_steps(text)
+        last_ok = nelm is None or (len(scf) >= steps.get_nframes() and scf[steps.get_nframes() - 1] < nelm)
+        if steps.get_nframes() and last_ok:
             final = steps.sub_system([steps.get_nframes() - 1])
     except Exception:  # noqa: BLE001 - structure only
         final = None
