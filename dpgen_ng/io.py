@@ -108,14 +108,23 @@ def relink(link: Path, target: Path | str) -> None:
     link.symlink_to(target)
 
 
-def replace_dir(dest: Path, fill: Callable[[Path], None]) -> None:
-    """Build a directory with ``fill(tmp)`` beside ``dest``, then swap it in (never half-written)."""
+def replace_dir(dest: Path, fill: Callable[[Path], None],
+                keep: Callable[[Path, Path], bool] | None = None) -> bool:
+    """Build a directory with ``fill(tmp)`` beside ``dest``, then swap it in (never half-written).
+
+    With ``keep``, an existing ``dest`` for which ``keep(dest, tmp)`` holds stays as it is (with
+    whatever else it holds) and the new build is dropped. Returns whether ``dest`` was replaced.
+    """
     dest = Path(dest)
     tmp, old = dest.with_name(f".{dest.name}.tmp"), dest.with_name(f".{dest.name}.old")
     shutil.rmtree(tmp, ignore_errors=True)
     fill(tmp)
+    if keep is not None and dest.is_dir() and keep(dest, tmp):
+        shutil.rmtree(tmp)
+        return False
     shutil.rmtree(old, ignore_errors=True)
     if dest.exists():
         dest.rename(old)
     tmp.rename(dest)
     shutil.rmtree(old, ignore_errors=True)
+    return True

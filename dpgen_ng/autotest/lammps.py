@@ -1,7 +1,7 @@
 """``interaction.type: deepmd``: one DeePMD model evaluated by LAMMPS (``pair_style deepmd``).
 
-A task holds ``conf.lmp`` (the structure rotated so that its cell is lower triangular, as LAMMPS
-needs), ``rotation.txt`` (that rotation), ``in.lammps`` and a link to the model. LAMMPS writes the
+A task holds ``conf.lmp`` (written by dpdata, which rotates the cell to lower triangular, as
+LAMMPS needs), ``rotation.txt`` (that rotation), ``in.lammps`` and a link to the model. LAMMPS writes the
 final energy, pressure tensor and box to ``final.txt`` and the final positions and forces to
 ``final.dump``; they are rotated back so that structures, forces and stresses are in the frame
 of the POSCAR (the elastic constants depend on it).
@@ -22,6 +22,7 @@ from typing import Any
 import dpdata
 import numpy as np
 from ase.data import atomic_masses, atomic_numbers
+from dpdata.formats.lammps.lmp import rotate_to_lower_triangle
 
 from dpgen_ng.fp.base import Failure, JobKind, Relaxed, relax_dofs, unsupported_relax
 from dpgen_ng.io import relink
@@ -47,28 +48,14 @@ class Minimize:
 
 
 def lower_triangular(cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(L, R) with ``cell = L @ R``, L lower triangular with a positive diagonal, R a rotation."""
-    q, u = np.linalg.qr(np.asarray(cell, dtype=float).T)
-    d = np.diag(np.sign(np.diag(u)))
-    lower, rot = u.T @ d, d @ q.T
+    """(L, R) with ``cell = L @ R``: L is the cell as dpdata writes it for LAMMPS (lower
+    triangular, positive diagonal), R the rotation dpdata applied."""
+    cell = np.asarray(cell, dtype=float)
+    lower, _ = rotate_to_lower_triangle(cell, np.zeros((1, 3)))
+    rot = np.linalg.solve(lower, cell)
     if np.linalg.det(rot) < 0:
         raise ValueError("a left-handed cell cannot be given to LAMMPS")
     return lower, rot
-
-
-def data_file(frame: dpdata.System, type_map: tuple[str, ...]) -> tuple[str, np.ndarray]:
-    """A LAMMPS data file of ``frame`` (types in ``type_map`` order) and the rotation used."""
-    lower, rot = lower_triangular(frame["cells"][0])
-    coords = frame["coords"][0] @ rot.T
-    names = frame["atom_names"]
-    types = [type_map.index(names[t]) + 1 for t in frame["atom_types"]]
-    lines = ["# dpgen_ng", "", f"{len(types)} atoms", f"{len(type_map)} atom types", "",
-             f"0.0 {lower[0, 0]:.12f} xlo xhi", f"0.0 {lower[1, 1]:.12f} ylo yhi",
-             f"0.0 {lower[2, 2]:.12f} zlo zhi",
-             f"{lower[1, 0]:.12f} {lower[2, 0]:.12f} {lower[2, 1]:.12f} xy xz yz", "", "Atoms # atomic", ""]
-    lines += [f"{i + 1} {t} {x:.12f} {y:.12f} {z:.12f}"
-              for i, (t, (x, y, z)) in enumerate(zip(types, coords))]
-    return "\n".join(lines) + "\n", rot
 
 
 def relax_commands(dofs: tuple[bool, bool, bool], m: Minimize) -> list[str]:
@@ -166,8 +153,10 @@ class DeepmdLammps:
             def write(frame: dpdata.System, task_dir: Path) -> None:
                 task_dir = Path(task_dir)
                 frame.to("vasp/poscar", str(task_dir / "POSCAR"))
-                text, rot = data_file(frame, self.type_map)
-                (task_dir / CONF).write_text(text)
+                lmp = frame.copy()
+                lmp.apply_type_map(list(self.type_map))  # LAMMPS types in the model's order
+                lmp.to("lammps/lmp", str(task_dir / CONF))  # rotated to lower triangular by dpdata
+                _, rot = lower_triangular(frame["cells"][0])
                 rows = (" ".join(f"{x:.15f}" for x in r) for r in rot)
                 (task_dir / ROTATION).write_text("\n".join(rows) + "\n")
                 (task_dir / INPUT).write_text(input_text(self.type_map, self.model.name, commands))

@@ -34,7 +34,7 @@ from dpgen_ng.dispatch import Dispatcher, TaskSpec
 from dpgen_ng.dispatch.runner import read_task_rc, task_id
 from dpgen_ng.errors import UserError
 from dpgen_ng.fp.base import Failure, JobKind, Relaxed, job_result
-from dpgen_ng.io import atomic_write_json, atomic_write_text
+from dpgen_ng.io import atomic_write_json, atomic_write_text, replace_dir
 from dpgen_ng.ledger import Ledger
 
 log = logging.getLogger("dpgen_ng.test")
@@ -95,7 +95,7 @@ class Side:
             return res
         if isinstance(res, Relaxed):
             if res.final is None:
-                return Failure("parse_error", "the engine reported no energy for the relaxed structure")
+                return Failure("unconverged", "no converged energy of the relaxed structure in the output")
             return Outcome.from_labels(res.final, res.converged, res.structure)
         return Outcome.from_labels(res)
 
@@ -111,18 +111,13 @@ def _same_inputs(a: Path, b: Path, names: tuple[str, ...]) -> bool:
 def write_task(workdir: Path, task: Task) -> bool:
     """Write the task's inputs; keep an existing directory (and its outputs) only when its inputs
     are identical. Returns True when the directory was (re)made."""
-    dest = workdir / task.path
-    tmp = dest.with_name(f".{dest.name}.new")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    task.job.write(task.frame, tmp)
-    if dest.is_dir() and _same_inputs(dest, tmp, task.job.forward):
-        shutil.rmtree(tmp)
-        return False
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.rename(dest)
-    return True
+
+    def fill(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        task.job.write(task.frame, tmp)
+
+    same = lambda old, new: _same_inputs(old, new, task.job.forward)
+    return replace_dir(workdir / task.path, fill, keep=same)
 
 
 def _drop_results(group: Path) -> None:
