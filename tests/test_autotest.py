@@ -310,19 +310,22 @@ def test_sigkill_then_resume_runs_no_task_twice(tmp_path):
     wrapper.chmod(0o755)
     m = json.loads((work / "machine.json").read_text())
     m["fp"]["command"] = f"{wrapper} {m['fp']['command']}"
-    m["fp"]["resources"].update(group_size=1, para_deg=1)  # results come back one task at a time
+    # one job runs the 24 deformations one after another; the wrapper logs each as it ends
+    m["fp"]["resources"].update(group_size=50, para_deg=1)
     write_json(work / "machine.json", m)
     proc = subprocess.Popen([sys.executable, "-m", "dpgen_ng.cli", "test", "test.json", "machine.json"],
                             cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def ended() -> int:
+        return sum(1 for ln in log.read_text().splitlines() if ln.startswith("end ")) if log.exists() else 0
+
     deadline = time.time() + 120
-    while time.time() < deadline:
-        done = list((work / "confs" / "std-fcc" / "elastic_00").glob("task.*/dpgen_task.rc"))
-        if len(done) >= 3:
-            break
-        time.sleep(0.1)
+    while time.time() < deadline and ended() < 4:  # the relaxation and 3 deformations
+        time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert 3 <= len(done) < 24, "the kill came too late to test anything"
+    done = ended()
+    assert 4 <= done < 25, f"the kill came too late to test anything ({done} tasks ended)"
     res = dpgen("test", "test.json", "machine.json", cwd=work)
     assert res.returncode == 0, res.stdout + res.stderr
     starts = [ln.split(" ", 1)[1] for ln in log.read_text().splitlines() if ln.startswith("start ")]

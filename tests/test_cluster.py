@@ -234,18 +234,31 @@ def test_sshd_restart_while_polling(sched, tmp_path):
     base = tmp_path / "stage"
     specs = shell_tasks(base, ["sleep 6; echo ok > out.txt", "sleep 6; echo ok > out.txt"])
     st = slurm_stage(tmp_path, sched, ssh=True)
-    restarted = []
+    restarted: list[bool] = []
+    errors: list[str] = []  # an exception in the thread would otherwise be lost
 
     def restart_sshd() -> None:
-        with Ledger(tmp_path) as led:  # wait until both jobs are submitted: dpgen is polling
-            while sum(1 for r in led.tasks() if r.job_id) < 2:
-                time.sleep(0.1)
-        master, children = _sshd_pids()
-        for pid in [*children, master]:
-            os.kill(pid, signal.SIGTERM)
-        time.sleep(2.0)
-        subprocess.run(["setsid", "/usr/sbin/sshd", "-f", str(SCHED_DIR / "ssh" / "sshd_config")], check=True)
-        restarted.append(True)
+        try:
+            with Ledger(tmp_path) as led:  # wait until both jobs are submitted: dpgen is polling
+                while sum(1 for r in led.tasks() if r.job_id) < 2:
+                    time.sleep(0.1)
+            master, children = _sshd_pids()
+            for pid in [*children, master]:
+                os.kill(pid, signal.SIGTERM)
+            time.sleep(2.0)
+            deadline = time.time() + 20  # the old sshd may hold the port a moment longer
+            config = str(SCHED_DIR / "ssh" / "sshd_config")
+            while True:
+                up = subprocess.run(["setsid", "/usr/sbin/sshd", "-f", config], capture_output=True,
+                                    text=True)
+                if up.returncode == 0:
+                    break
+                if time.time() > deadline:
+                    raise RuntimeError(f"sshd did not start again: {up.stderr.strip()}")
+                time.sleep(0.5)
+            restarted.append(True)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(repr(exc))
 
     thread = threading.Thread(target=restart_sshd)
     thread.start()
@@ -259,6 +272,7 @@ def test_sshd_restart_while_polling(sched, tmp_path):
         pids = (SCHED_DIR / "pids").read_text().splitlines()
         (SCHED_DIR / "pids").write_text("\n".join(f"sshd {new_master}" if p.startswith("sshd ") else p
                                                   for p in pids) + "\n")
+    assert not errors, errors
     assert restarted and [r.rc for r in res] == [0, 0]
     assert (base / "task.001" / "out.txt").read_text() == "ok\n"
 
