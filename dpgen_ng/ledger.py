@@ -79,14 +79,37 @@ class TaskUpdate:
     seconds: float | None = None
 
 
+_BUSY_SECONDS = 30.0
+
+
+def _enter_wal(db: sqlite3.Connection) -> None:
+    """Put the database in WAL mode (persistent, so this is a read once it is set).
+
+    Switching a new file to WAL needs an exclusive lock, and sqlite answers "database is locked"
+    at once, without its busy timeout, when another process opening the same new ledger holds it
+    (``dpgen status`` started next to ``dpgen run``). Retried here for as long as the timeout."""
+    deadline = time.monotonic() + _BUSY_SECONDS
+    delay = 0.01
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 class Ledger:
     """One ledger per work dir. Every write is its own committed transaction."""
 
     def __init__(self, workdir: Path) -> None:
         path = Path(workdir) / LEDGER_PATH
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = sqlite3.connect(path, timeout=_BUSY_SECONDS, isolation_level=None)
+        _enter_wal(self._db)
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
 
