@@ -132,6 +132,17 @@ def test_engines_refuse_relaxations_they_cannot_do(tmp_path):
         parse_test_params(raw, tmp_path)
 
 
+def test_cp2k_relaxes_positions_or_everything(tmp_path):
+    """GEO_OPT (positions) and CELL_OPT (everything); EOS's default keeps the volume: refused."""
+    raw = _params(tmp_path, interaction={"type": "cp2k"})
+    raw["properties"] = [{"type": "elastic"}, {"type": "vacancy"}]
+    assert len(parse_test_params(raw, tmp_path).properties) == 2
+    raw["properties"].append({"type": "eos", "vol_start": 0.9, "vol_end": 1.1, "vol_step": 0.05})
+    with pytest.raises(UserError, match="cp2k cannot relax with relax_pos=true, relax_shape=true, "
+                                        "relax_vol=false at properties.2..cal_setting"):
+        parse_test_params(raw, tmp_path)
+
+
 # ----- planning (no engine) ------------------------------------------------------------------
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import dpdata
@@ -12,6 +14,7 @@ import pytest
 from dpgen_ng.config.machine import parse_stage
 from dpgen_ng.dispatch import Dispatcher, TaskSpec
 from dpgen_ng.fp import Failure, labeler_class
+from dpgen_ng.fp.base import Relaxed
 from dpgen_ng.fp.cp2k import default_input, merge
 from dpgen_ng.ledger import Ledger
 from dpgen_ng.xtbio import read_engrad
@@ -169,3 +172,53 @@ def test_cp2k_dpgen_kind_lists_expand_to_one_section_each():
         "_": ["C", "H"], "POTENTIAL": ["GTH-PBE-q4", "GTH-PBE-q1"], "BASIS_SET": ["DZVP-MOLOPT-GTH"] * 2}}}}})
     text = lab.input_text(ch4())
     assert "&KIND C\n      POTENTIAL GTH-PBE-q4" in text and "&KIND H\n      POTENTIAL GTH-PBE-q1" in text
+
+
+def _cp2k_in(task: Path, command: str) -> None:
+    out = subprocess.run(f"{command} > output 2> cp2k.err", shell=True, cwd=task,
+                         env=dict(os.environ, OMP_NUM_THREADS="2"))
+    assert out.returncode == 0, (task / "cp2k.err").read_text()[-2000:]
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("cell", [False, True], ids=["geo_opt", "cell_opt"])
+def test_cp2k_relaxation_labels_equal_a_single_point(tmp_path, cell):
+    """`dpgen test` takes a CP2K relaxation's energy, forces and virial from its last force
+    evaluation. They must be those of the relaxed structure: a fresh single point on the structure
+    read back (its CELL_OPT cell at full precision from DPGEN-1.cell) gives the same labels."""
+    lab = labeler("cp2k", {"user_fp_params": {"FORCE_EVAL": {"DFT": {"MGRID": {"CUTOFF": 200,
+                                                                               "REL_CUTOFF": 30}}}}})
+    start = ch4()
+    start.data["cells"] = start["cells"] * 0.6
+    start.data["coords"] = start["coords"] - 2.0 + np.random.default_rng(7).normal(0, 0.05, (1, 5, 3))
+    job = lab.jobs({"relax_pos": True, "relax_shape": cell, "relax_vol": cell, "relax_steps": 3})["relax"]
+    relax = tmp_path / "relax"
+    relax.mkdir()
+    job.write(start, relax)
+    _cp2k_in(relax, job.command("cp2k"))
+    res = job.parse(relax)
+    assert isinstance(res, Relaxed) and not res.converged and res.final is not None, res
+    moved = np.abs(res.structure["cells"][0] - start["cells"][0]).max()
+    assert (moved > 1e-4) if cell else (moved == 0)  # CELL| lines in the output have 3 decimals only
+
+    single = tmp_path / "single"
+    single.mkdir()
+    lab.write_inputs(res.structure, single)
+    _cp2k_in(single, lab.command("cp2k"))
+    ref = lab.parse(single)
+    assert isinstance(ref, dpdata.LabeledSystem), ref
+    got = res.final  # measured: 2e-6 eV, 5e-6 eV/Å, 4e-5 eV (with the 3-decimal cell: 1e-5, 4e-4, 2e-4)
+    assert got["energies"][0] == pytest.approx(ref["energies"][0], abs=1e-5)
+    assert np.allclose(got["forces"], ref["forces"], atol=1e-4)
+    assert np.allclose(got["virials"], ref["virials"], atol=1e-3)
+    assert np.array_equal(got["cells"], res.structure["cells"])
+
+    # no labels when the last evaluation's SCF failed, or when it is not the last frame's
+    text = (relax / "output").read_text()
+    at = text.rindex("ENERGY| Total FORCE_EVAL")
+    (relax / "output").write_text(text[:at] + " *** SCF run NOT converged ***\n" + text[at:])
+    assert job.parse(relax).final is None
+    (relax / "output").write_text(text)
+    frc = (relax / "DPGEN-frc-1.xyz").read_text().splitlines()
+    (relax / "DPGEN-frc-1.xyz").write_text("\n".join(frc[:-7]) + "\n")  # the last frame (5 atoms) gone
+    assert job.parse(relax).final is None

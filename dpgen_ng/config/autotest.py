@@ -314,7 +314,7 @@ def check_engines(params: TestParams) -> None:
                 jobs = engine.jobs(cal.options())
             except UserError as exc:
                 raise UserError(exc.what, f"{where}.cal_setting", exc.expected) from None
-            if "relax" not in jobs or not getattr(engine, "relax_labels", True):
+            if "relax" not in jobs:
                 raise UserError(f"{inter.type} cannot run relaxations in dpgen test yet",
                                 f"{where}.cal_setting", 'cal_type "static", or another reference')
 

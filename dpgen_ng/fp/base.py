@@ -98,9 +98,6 @@ class Labeler:
     outlog: ClassVar[str] = "fp.log"
     errlog: ClassVar[str] = "fp.err"
     UNCONVERGED_MARK: ClassVar[str | None] = None  # text in ``outlog`` meaning "SCF not converged"
-    # whether a ``relax`` job reports the energy (and stress) of its final structure: ``dpgen test``
-    # needs them, init_bulk only the structure
-    relax_labels: ClassVar[bool] = True
 
     def __init__(self, settings: Any, type_map: tuple[str, ...]) -> None:
         self.settings = settings

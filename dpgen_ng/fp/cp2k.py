@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import dpdata
-import numpy as np
 from ase.data import atomic_numbers
 
 from dpgen_ng.config.fields import Field, as_dict, as_str, list_of
@@ -150,7 +149,6 @@ class Cp2kLabeler(Labeler):
     outlog = OUTPUT
     errlog = "cp2k.err"
     UNCONVERGED_MARK = "SCF run NOT converged"
-    relax_labels = False  # GEO_OPT/CELL_OPT outputs are read for the structure only (init_bulk)
 
     @classmethod
     def parse_settings(cls, raw: dict[str, Any], path: str) -> Cp2kSettings:
@@ -201,13 +199,13 @@ class Cp2kLabeler(Labeler):
         return "\n".join(render(tree)) + "\n"
 
     def jobs(self, options: dict[str, Any]) -> dict[str, JobKind]:
-        """Single points, and for init_bulk GEO_OPT/CELL_OPT relaxations and NVT AIMD."""
+        """Single points; GEO_OPT/CELL_OPT relaxations (init_bulk, dpgen test); NVT AIMD (init_bulk)."""
         if self.settings.template is not None:
             return super().jobs(options)  # a user template fixes RUN_TYPE itself
-        files = (tuple(self.forward_files()), (OUTPUT, self.errlog, motion.POS))
+        files = (tuple(self.forward_files()), (OUTPUT, self.errlog, motion.POS, motion.FRC))
+        kind, section = motion.relax_section(options, periodic_cell=True)  # refuses what CP2K cannot
 
         def relax_write(frame: dpdata.System, task_dir: Path) -> None:
-            kind, section = motion.relax_section(options, periodic_cell=True)
             self._write(frame, task_dir, {"GLOBAL": {"RUN_TYPE": kind}, "MOTION": section})
 
         def md_write(frame: dpdata.System, task_dir: Path) -> None:
@@ -216,16 +214,15 @@ class Cp2kLabeler(Labeler):
                                           "MOTION": motion.md_section(options)})
 
         def relax_parse(d: Path) -> Any:
-            return motion.parse_relax(d, self.read_conf(d), OUTPUT)
+            return motion.parse_relax(d, self.read_conf(d), OUTPUT, self.UNCONVERGED_MARK)
 
         def md_parse(d: Path) -> Any:
             return motion.parse_md(d, self.read_conf(d), int(options.get("md_nstep", 10)))
 
         return {**super().jobs(options),
-                "relax": JobKind(relax_write, self.command, files[0], files[1], relax_parse, OUTPUT,
-                                 self.errlog),
-                "md": JobKind(md_write, self.command, files[0], (*files[1], motion.FRC), md_parse, OUTPUT,
-                              self.errlog)}
+                "relax": JobKind(relax_write, self.command, files[0], (*files[1], motion.CELL), relax_parse,
+                                 OUTPUT, self.errlog),
+                "md": JobKind(md_write, self.command, files[0], files[1], md_parse, OUTPUT, self.errlog)}
 
     def _write(self, frame: dpdata.System, task_dir: Path, extra: dict[str, Any]) -> None:
         self.write_inputs(frame, task_dir)
@@ -261,22 +258,8 @@ class Cp2kLabeler(Labeler):
         except Exception as exc:  # noqa: BLE001 - any dpdata failure is a parse error of this task
             return Failure("parse_error", f"dpdata cp2k/output: {type(exc).__name__}: {exc}")
         if "virials" not in system.data:
-            stress = read_stress_gpa(text)
-            if stress is not None:  # CP2K ≥ 2023 prints "STRESS| Analytical stress tensor [GPa]"
-                volume = abs(np.linalg.det(system["cells"][0]))
-                system.data["virials"] = (stress * volume / EV_PER_A3_IN_GPA)[None]
+            virial = motion.read_virial(text, system["cells"][0])
+            if virial is not None:  # CP2K ≥ 2023 prints "STRESS| Analytical stress tensor [GPa]"
+                system.data["virials"] = virial[None]
         return self.checked(system)
 
-
-EV_PER_A3_IN_GPA = 160.21766208
-
-
-def read_stress_gpa(text: str) -> np.ndarray | None:
-    """The last analytical stress tensor (GPa) in the ``STRESS|`` block format of CP2K ≥ 2023."""
-    lines = text.splitlines()
-    found = None
-    for i, line in enumerate(lines):
-        if "STRESS| Analytical stress tensor [GPa]" in line:
-            rows = [lines[i + 2 + k].split()[2:5] for k in range(3)]
-            found = np.array(rows, dtype=float)
-    return found

@@ -1,8 +1,10 @@
-"""CP2K relaxations (GEO_OPT / CELL_OPT) and AIMD (NVT, CSVR thermostat) for init_bulk.
+"""CP2K relaxations (GEO_OPT / CELL_OPT) and AIMD (NVT, CSVR thermostat).
 
 Both use the labeler's input (defaults + ``user_fp_params``) with a different RUN_TYPE and a
 MOTION section; results are read from CP2K's own trajectory files: ``DPGEN-pos-1.xyz`` (positions,
-energy in the comment line) and ``DPGEN-frc-1.xyz`` (forces), and the cell from the output.
+energy in the comment line), ``DPGEN-frc-1.xyz`` (forces) and, for relaxations, ``DPGEN-1.cell``
+(the cell at full precision: the output's ``CELL|`` lines have three decimals). The stress is the
+output's ``STRESS|`` block.
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ from dpgen_ng.fp.base import Failure, Relaxed, relax_dofs, unsupported_relax
 
 POS = "DPGEN-pos-1.xyz"
 FRC = "DPGEN-frc-1.xyz"
+CELL = "DPGEN-1.cell"
 EV_PER_A_IN_AU = Hartree / Bohr
+EV_PER_A3_IN_GPA = 160.21766208
+ENERGY = re.compile(r"ENERGY\| Total FORCE_EVAL \( \w+ \) energy \[a\.u\.\]:\s+(\S+)")
+SAME_ENERGY_HA = 1e-7  # the trajectory prints E with 10 decimals; a re-evaluation differs by ~1e-11
 
 
 def relax_section(options: dict[str, Any], periodic_cell: bool) -> tuple[str, dict[str, Any]]:
@@ -32,7 +38,7 @@ def relax_section(options: dict[str, Any], periodic_cell: bool) -> tuple[str, di
     kind = "CELL_OPT" if cell else "GEO_OPT"
     motion = {kind: {"MAX_ITER": int(options.get("relax_steps", 200)),
                      "MAX_FORCE": float(options.get("relax_fmax", 0.05)) / EV_PER_A_IN_AU},
-              "PRINT": {"TRAJECTORY": {"EACH": {kind: 1}}}}
+              "PRINT": {name: {"EACH": {kind: 1}} for name in ("TRAJECTORY", "FORCES", "CELL")}}
     return kind, motion
 
 
@@ -61,11 +67,39 @@ def read_xyz_frames(path: Path) -> list[tuple[list[str], np.ndarray, str]]:
 
 
 def last_cell(output: str) -> np.ndarray | None:
+    """The last cell of the output's ``CELL|`` lines (three decimals: a fallback only)."""
     rows = re.findall(r"CELL\| Vector ([abc]) \[angstrom\]:?\s+(\S+)\s+(\S+)\s+(\S+)", output)
     if len(rows) < 3:
         return None
     last = {name: [float(x) for x in vals] for name, *vals in rows[-3:]}
     return np.array([last["a"], last["b"], last["c"]])
+
+
+def read_cell_file(path: Path) -> np.ndarray | None:
+    """The last cell of CP2K's ``.cell`` trajectory: step, time, Ax Ay Az Bx … Cz, volume."""
+    if not path.is_file():
+        return None
+    rows = [ln.split() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    if not rows or len(rows[-1]) < 11:
+        return None
+    return np.array(rows[-1][2:11], dtype=float).reshape(3, 3)
+
+
+def read_stress_gpa(text: str) -> np.ndarray | None:
+    """The last analytical stress tensor (GPa) in the ``STRESS|`` block format of CP2K ≥ 2023."""
+    lines = text.splitlines()
+    found = None
+    for i, line in enumerate(lines):
+        if "STRESS| Analytical stress tensor [GPa]" in line and i + 4 < len(lines):
+            rows = [lines[i + 2 + k].split()[2:5] for k in range(3)]
+            found = np.array(rows, dtype=float)
+    return found
+
+
+def read_virial(text: str, cell: np.ndarray) -> np.ndarray | None:
+    """The virial (eV) from the last stress tensor in ``text``, for the given cell."""
+    stress = read_stress_gpa(text)
+    return None if stress is None else stress * abs(np.linalg.det(cell)) / EV_PER_A3_IN_GPA
 
 
 def _system(frame_like: dpdata.System, symbols: list[str], xyz: np.ndarray,
@@ -79,17 +113,58 @@ def _system(frame_like: dpdata.System, symbols: list[str], xyz: np.ndarray,
     return out
 
 
-def parse_relax(task_dir: Path, conf: dpdata.System, output_name: str) -> Relaxed | Failure:
+def _comment_energy(comment: str) -> float | None:
+    m = re.search(r"E\s*=\s*(\S+)", comment)
+    return float(m.group(1)) if m else None
+
+
+def final_labels(task_dir: Path, structure: dpdata.System, comment: str, text: str,
+                 unconverged_mark: str) -> dpdata.LabeledSystem | None:
+    """The labels of the relaxed structure, from the last force evaluation, or None.
+
+    Only when that evaluation is of the last trajectory frame (same energy: CP2K re-evaluates at
+    the minimum after converging, or the run stopped at MAX_ITER right after the step), its SCF
+    converged, and its forces were written."""
+    energies = list(ENERGY.finditer(text))
+    frc = Path(task_dir) / FRC
+    e_frame = _comment_energy(comment)
+    if not energies or e_frame is None or not frc.is_file():
+        return None
+    last = energies[-1]
+    e_last = float(last.group(1))
+    forces = read_xyz_frames(frc)
+    if not forces or abs(e_last - e_frame) > SAME_ENERGY_HA:
+        return None
+    e_forces = _comment_energy(forces[-1][2])
+    if e_forces is None or abs(e_forces - e_last) > SAME_ENERGY_HA:
+        return None
+    scf = text.rfind("SCF WAVEFUNCTION OPTIMIZATION", 0, last.start())
+    if unconverged_mark in text[max(scf, 0) : last.start()]:
+        return None
+    data = dict(structure.data, energies=np.array([e_last * Hartree]),
+                forces=(forces[-1][1] * EV_PER_A_IN_AU)[None])
+    virial = read_virial(text[last.start() :], structure["cells"][0])
+    if virial is not None:
+        data["virials"] = virial[None]
+    return dpdata.LabeledSystem(data=data)
+
+
+def parse_relax(task_dir: Path, conf: dpdata.System, output_name: str,
+                unconverged_mark: str) -> Relaxed | Failure:
     text = (Path(task_dir) / output_name).read_text(errors="replace")
     pos = Path(task_dir) / POS
     if not pos.is_file():
         return Failure("missing_output", f"no {POS}")
     frames = read_xyz_frames(pos)
-    cell = last_cell(text)
+    cell = read_cell_file(Path(task_dir) / CELL)
+    if cell is None:
+        cell = last_cell(text)
     if not frames or cell is None:
         return Failure("parse_error", "no final structure or cell in the CP2K output")
-    symbols, xyz, _ = frames[-1]
-    return Relaxed(_system(conf, symbols, xyz, cell), "OPTIMIZATION COMPLETED" in text)
+    symbols, xyz, comment = frames[-1]
+    structure = _system(conf, symbols, xyz, cell)
+    return Relaxed(structure, "OPTIMIZATION COMPLETED" in text,
+                   final_labels(task_dir, structure, comment, text, unconverged_mark))
 
 
 def parse_md(task_dir: Path, conf: dpdata.System, nsteps: int) -> dpdata.LabeledSystem | Failure:
@@ -103,11 +178,11 @@ def parse_md(task_dir: Path, conf: dpdata.System, nsteps: int) -> dpdata.Labeled
     cell = conf["cells"][0]
     out = None
     for (symbols, xyz, comment), (_, f, _) in zip(positions[1:n], forces[1:n]):  # frame 0 = the start
-        m = re.search(r"E\s*=\s*(\S+)", comment)
-        if m is None:
+        energy = _comment_energy(comment)
+        if energy is None:
             return Failure("parse_error", f"no energy in {POS}: {comment!r}")
         s = _system(conf, symbols, xyz, cell)
-        data = dict(s.data, energies=np.array([float(m.group(1)) * Hartree]),
+        data = dict(s.data, energies=np.array([energy * Hartree]),
                     forces=(f * EV_PER_A_IN_AU)[None])
         frame = dpdata.LabeledSystem(data=data)
         if out is None:
