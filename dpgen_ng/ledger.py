@@ -111,7 +111,9 @@ class Ledger:
         self._db = sqlite3.connect(path, timeout=_BUSY_SECONDS, isolation_level=None)
         _enter_wal(self._db)
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        # under a write lock taken up front: a schema statement that reads, then writes, would get
+        # "locked" at once (no busy timeout) if another process created the tables in between
+        self._db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
 
     def close(self) -> None:
         self._db.close()
