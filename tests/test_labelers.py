@@ -222,3 +222,12 @@ def test_cp2k_relaxation_labels_equal_a_single_point(tmp_path, cell):
     frc = (relax / "DPGEN-frc-1.xyz").read_text().splitlines()
     (relax / "DPGEN-frc-1.xyz").write_text("\n".join(frc[:-7]) + "\n")  # the last frame (5 atoms) gone
     assert job.parse(relax).final is None
+
+
+def test_cp2k_energy_line_of_old_and_new_versions():
+    """CP2K before 2023 prints "energy (a.u.):" (the real fixture), Debian's 2023 "energy [a.u.]:"."""
+    from dpgen_ng.fp.cp2k_motion import ENERGY
+
+    old = (DATA / "cp2k" / "cp2k_nocon_output").read_text()
+    assert [float(m.group(1)) for m in ENERGY.finditer(old)] == [-7732.736668957968504]
+    assert ENERGY.search(" ENERGY| Total FORCE_EVAL ( QS ) energy [a.u.]:     -8.0558567998\n")

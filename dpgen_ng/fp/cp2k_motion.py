@@ -25,7 +25,8 @@ FRC = "DPGEN-frc-1.xyz"
 CELL = "DPGEN-1.cell"
 EV_PER_A_IN_AU = Hartree / Bohr
 EV_PER_A3_IN_GPA = 160.21766208
-ENERGY = re.compile(r"ENERGY\| Total FORCE_EVAL \( \w+ \) energy \[a\.u\.\]:\s+(\S+)")
+# "[a.u.]" since CP2K 2023, "(a.u.)" before
+ENERGY = re.compile(r"ENERGY\| Total FORCE_EVAL \( \w+ \) energy [\[(]a\.u\.[\])]:\s+(\S+)")
 SAME_ENERGY_HA = 1e-7  # the trajectory prints E with 10 decimals; a re-evaluation differs by ~1e-11
 
 
