@@ -67,15 +67,6 @@ def read_xyz_frames(path: Path) -> list[tuple[list[str], np.ndarray, str]]:
     return frames
 
 
-def last_cell(output: str) -> np.ndarray | None:
-    """The last cell of the output's ``CELL|`` lines (three decimals: a fallback only)."""
-    rows = re.findall(r"CELL\| Vector ([abc]) \[angstrom\]:?\s+(\S+)\s+(\S+)\s+(\S+)", output)
-    if len(rows) < 3:
-        return None
-    last = {name: [float(x) for x in vals] for name, *vals in rows[-3:]}
-    return np.array([last["a"], last["b"], last["c"]])
-
-
 def read_cell_file(path: Path) -> np.ndarray | None:
     """The last cell of CP2K's ``.cell`` trajectory: step, time, Ax Ay Az Bx … Cz, volume."""
     if not path.is_file():
@@ -158,10 +149,8 @@ def parse_relax(task_dir: Path, conf: dpdata.System, output_name: str,
         return Failure("missing_output", f"no {POS}")
     frames = read_xyz_frames(pos)
     cell = read_cell_file(Path(task_dir) / CELL)
-    if cell is None:
-        cell = last_cell(text)
     if not frames or cell is None:
-        return Failure("parse_error", "no final structure or cell in the CP2K output")
+        return Failure("parse_error", f"no final structure in {POS} or no cell in {CELL}")
     symbols, xyz, comment = frames[-1]
     structure = _system(conf, symbols, xyz, cell)
     return Relaxed(structure, "OPTIMIZATION COMPLETED" in text,
