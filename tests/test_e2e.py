@@ -1,7 +1,9 @@
 """End to end on the real engines (dp, lmp, xtb): init_bulk, then 2 iterations of `dpgen run`.
 
 Every engine call goes through a small wrapper (in the machine file's ``command``) that logs a
-hash of the task's inputs and its arguments, so the tests can count how often each task ran.
+hash of the task's inputs and its arguments, so the tests can count how often each task ran. The
+wrapper can also hold calls of one program back (a ``hold`` file), so that a kill lands at a chosen
+point instead of in a race with engines that finish within milliseconds of each other.
 """
 
 from __future__ import annotations
@@ -24,6 +26,17 @@ from tests.conftest import EXAMPLE, load_example, write_json
 pytestmark = [pytest.mark.slow, pytest.mark.engine]
 
 WRAPPER = """#!/bin/bash
+hold="{hold}"
+if [ -f "$hold" ]; then  # "PROGRAM N": calls of PROGRAM after the N-th wait until that hold is lifted
+  held=$(cat "$hold")
+  read -r prog limit <<< "$held"
+  if [[ " $* " == *" $prog "* ]]; then
+    n=$( {{ flock 9; echo x >> "$hold.claims"; wc -l < "$hold.claims"; }} 9> "$hold.lock" )
+    if [ "$n" -gt "$limit" ]; then
+      while [ "$(cat "$hold" 2>/dev/null)" == "$held" ]; do sleep 0.1; done  # gone, or another hold
+    fi
+  fi
+fi
 h=$(cat input.json input.lammps conf.lmp conf.xyz 2>/dev/null | md5sum | cut -c1-16)
 echo "start $h $*" >> {log}
 "$@"; rc=$?
@@ -59,7 +72,7 @@ def setup_workdir(path: Path) -> Path:
     shutil.copy(EXAMPLE / "CH4.POSCAR", path)
     log = path / "calls.log"
     wrapper = path / "counted"
-    wrapper.write_text(WRAPPER.format(log=log))
+    wrapper.write_text(WRAPPER.format(log=log, hold=path / "hold"))
     wrapper.chmod(0o755)
     m = load_example("machine.json")
     for stage in ("train", "model_devi", "fp"):
@@ -150,7 +163,17 @@ def test_layout_record_and_status(reference):
     assert again.returncode == 0 and max(calls(w).values()) == 1
 
 
-def _run_and_kill(work: Path, when) -> None:
+def _run_and_kill(work: Path, hold: str, when) -> None:
+    """Run dpgen with the wrapper holding back calls of a program (``hold``: "PROGRAM N"), kill
+    dpgen (SIGKILL) once ``when()`` holds, then release the held calls.
+
+    Without the hold, the two MD tasks of a job (para_deg 2) end within milliseconds of each other
+    and dpgen moves on at once, so "one task ended and another not" was a window a poll could miss.
+    """
+    gate = work / "hold"
+    assert not gate.exists()
+    (work / "hold.claims").unlink(missing_ok=True)
+    gate.write_text(hold + "\n")  # each call of this function holds another program: a new hold
     proc = subprocess.Popen([sys.executable, "-m", "dpgen_ng.cli", "run", "param.json", "machine.json"],
                             cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
@@ -160,8 +183,10 @@ def _run_and_kill(work: Path, when) -> None:
             assert time.monotonic() < deadline, "kill point never reached"
             time.sleep(0.05)
     finally:
-        os.kill(proc.pid, signal.SIGKILL)  # only dpgen itself: its scheduler jobs go on running
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)  # only dpgen itself: its scheduler jobs go on running
         proc.wait()
+        gate.unlink()  # the held engine calls run now, with nobody watching them
 
 
 def test_sigkill_mid_run_step_then_resume(reference, tmp_path):
@@ -169,10 +194,10 @@ def test_sigkill_mid_run_step_then_resume(reference, tmp_path):
     assert dpgen("init_bulk", "init.json", "machine.json", cwd=work).returncode == 0
 
     # 1: in iteration 0's run_model_devi, once one MD task has finished and another has not
-    _run_and_kill(work, lambda: record(work)[-1:] == ["0 3"] and ended(work, "lmp") >= 1)
+    _run_and_kill(work, "lmp 1", lambda: record(work)[-1:] == ["0 3"] and ended(work, "lmp") >= 1)
     assert record(work)[-1] == "0 3"
     # 2: in iteration 1's run_train, once one model is trained and frozen
-    _run_and_kill(work, lambda: record(work)[-1:] == ["1 0"] and ended(work, "freeze") >= 5)
+    _run_and_kill(work, "freeze 1", lambda: record(work)[-1:] == ["1 0"] and ended(work, "freeze") >= 5)
     assert record(work)[-1] == "1 0"
 
     # an edit of keys that do not change any task's inputs must not throw finished work away
