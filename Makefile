@@ -36,6 +36,7 @@ $(STAMP): pyproject.toml
 demo: setup
 	rm -rf $(DEMO_DIR) && mkdir -p $(DEMO_DIR) && cp examples/methane/* $(DEMO_DIR)/
 	cd $(DEMO_DIR) && dpgen init_bulk init.json machine.json
+	cd $(DEMO_DIR) && dpgen init_bulk valid.json machine.json -w valid
 	cd $(DEMO_DIR) && time dpgen run param.json machine.json
 
 # fcc Cu: init_bulk (relax, perturb, AIMD with EMT), two iterations labeled with EMT, then

@@ -61,16 +61,21 @@ def run_cmd(param: Path, machine: Path, workdir: Path, verbose: bool) -> None:
     from dpgen_ng.config.machine import load_machine
     from dpgen_ng.config.param import load_run_params
     from dpgen_ng.loop import run_loop
+    from dpgen_ng.record import read_record
+    from dpgen_ng.stages.train import preflight
     from dpgen_ng.status import collect_status, format_status
 
     quiet_dpdispatcher()
     params = load_run_params(param)
     machines = load_machine(machine)
+    if read_record(workdir) == (0, -1) and not (workdir / "iter.000000" / "00.train" / "tasks.json").exists():
+        click.echo("checking the descriptor's sel against DeePMD-kit's neighbour statistics ...", err=True)
+        preflight(workdir, params)
     setup_logging(workdir, verbose)
-    reason = run_loop(workdir, params, machines)
+    stop = run_loop(workdir, params, machines)
     click.echo(format_status(collect_status(workdir)))
-    if not reason.startswith("finished"):
-        sys.exit(1)
+    if stop.exit_code:
+        sys.exit(stop.exit_code)
 
 
 @main.command("check")

@@ -8,13 +8,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from dpgen_ng import failpoint
 from dpgen_ng.config.machine import MachineSettings
 from dpgen_ng.config.param import RunParams
+from dpgen_ng.converge.schedule import StopReason, after_iteration, exhausted, next_slot
 from dpgen_ng.errors import UserError
 from dpgen_ng.ledger import Ledger
 from dpgen_ng.record import STEPS, append_record, iter_name, next_step, read_record
 from dpgen_ng.stages import fp, model_devi, train
 from dpgen_ng.stages.context import IterContext
+from dpgen_ng.summary import read_summary
 
 log = logging.getLogger("dpgen_ng.loop")
 
@@ -51,24 +54,38 @@ class WorkdirLock:
         self.fh.close()
 
 
-def run_loop(workdir: Path, params: RunParams, machines: MachineSettings) -> str:
-    """Run steps until the last job's models are trained. Returns why it stopped."""
+def _stop_before(workdir: Path, params: RunParams, it: int, step: int) -> StopReason | None:
+    """Whether the run ends before step ``step`` of iteration ``it``: after an iteration's post_fp
+    (converged, or a job at max_iter with fatal_at_max), or when no job is left to explore."""
+    prev = read_summary(workdir, it - 1) if it > 0 else None
+    if step == 0 and prev is not None:
+        return after_iteration(params, prev)
+    if step == 3 and next_slot(params, prev, it) is None:
+        return exhausted(params, prev, it)
+    return None
+
+
+def _set_stop(ledger: Ledger, kind: str, text: str) -> None:
+    ledger.meta_set("stop_kind", kind)
+    ledger.meta_set("stop_reason", text)
+
+
+def run_loop(workdir: Path, params: RunParams, machines: MachineSettings) -> StopReason:
+    """Run steps until the run converges or the jobs run out. Returns why it stopped."""
     workdir = Path(workdir).resolve()
-    n_jobs = len(params.model_devi_jobs)
     with WorkdirLock(workdir), Ledger(workdir) as ledger:
-        ledger.meta_set("n_jobs", str(n_jobs))
-        ledger.meta_set("stop_reason", "running")
+        ledger.meta_set("n_jobs", str(len(params.model_devi_jobs)))
+        _set_stop(ledger, "running", "running")
         last = read_record(workdir)
         if last != (0, -1):
             log.info("resuming after iteration %d step %d (%s)", last[0], last[1], STEPS[last[1]])
         while True:
             it, step = next_step(last)
-            if step == 3 and it >= n_jobs:
-                reason = (f"finished: all {n_jobs} model_devi_jobs explored; final models in "
-                          f"{iter_name(it)}/00.train")
-                ledger.meta_set("stop_reason", reason)
-                log.info(reason)
-                return reason
+            stop = _stop_before(workdir, params, it, step)
+            if stop is not None:
+                _set_stop(ledger, stop.kind, stop.text)
+                (log.info if stop.exit_code == 0 else log.error)(stop.text)
+                return stop
             ctx = IterContext(workdir, it, params, machines, ledger)
             t0 = time.monotonic()
             log.info("%s %d %s", iter_name(it), step, STEPS[step])
@@ -76,9 +93,9 @@ def run_loop(workdir: Path, params: RunParams, machines: MachineSettings) -> str
                 STEP_FUNCS[step](ctx)
             except Exception as exc:
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                ledger.meta_set("stop_reason", f"stopped in {iter_name(it)} step {step} "
-                                f"({STEPS[step]}): {first}")
+                _set_stop(ledger, "error", f"stopped in {iter_name(it)} step {step} ({STEPS[step]}): {first}")
                 raise
+            failpoint.reach(f"before-record:{it}:{step}")
             append_record(workdir, it, step)
             log.debug("%s %s took %.1f s", iter_name(it), STEPS[step], time.monotonic() - t0)
             last = (it, step)

@@ -35,7 +35,7 @@ def write_json(path: Path, obj: dict) -> Path:
 
 @pytest.fixture
 def example_param() -> dict:
-    return load_example("param.json")
+    return load_example("param-dpgen.json")
 
 
 @pytest.fixture

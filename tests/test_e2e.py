@@ -46,7 +46,7 @@ exit $rc
 
 
 def tiny_param() -> dict:
-    p = load_example("param.json")
+    p = load_example("param-dpgen.json")
     p["sys_configs"] = [["CH4.POSCAR.01x01x01/01.scale_pert/sys-0004-0001/scale-1.000/00000[1-2]/POSCAR"]]
     p["default_training_param"]["training"].update(numb_steps=100, disp_freq=50, save_freq=100)
     p["model_devi_jobs"] = [

@@ -34,7 +34,7 @@ def frames() -> list[dpdata.System]:
 
 @pytest.fixture
 def ctx(tmp_path):
-    param = load_example("param.json")
+    param = load_example("param-dpgen.json")
     param["fp_params"] = {"max_iterations": 6}
     machine = load_example("machine.json")
     machine["fp"]["machine"]["remote_root"] = str(tmp_path / "remote")
@@ -55,11 +55,11 @@ def ctx(tmp_path):
 def test_crash_and_unconverged_are_reported_and_the_run_goes_on(ctx):
     ctx = dataclasses.replace(ctx, params=dataclasses.replace(ctx.params, ratio_failed=0.7))
     fp.run(ctx)
-    fp.post(ctx)
+    fp.collect_labels(ctx)  # post_fp's first part (the rest judges the iteration: test_e2e_converge)
     fp_dir = ctx.stage_dir(2)
     labels = json.loads((fp_dir / "labels.json").read_text())
     assert labels["labeled"] == 1 and labels["failed"] == 2
-    assert labels["by_reason"] == {"crashed": 1, "unconverged": 1}
+    assert labels["by_reason"] == {"crashed": 1, "unconverged": 1} and labels["by_system"] == {"000": 1}
     kinds = {r["path"]: r.get("kind") for r in labels["tasks"]}
     assert kinds == {"task.000.000000": None, "task.000.000001": "crashed", "task.000.000002": "unconverged"}
     good = dpdata.LabeledSystem(str(next((fp_dir / "data.000").iterdir())), fmt="deepmd/npy")

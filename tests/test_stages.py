@@ -33,7 +33,7 @@ def work(tmp_path_factory):
     init["pert_numb"] = 10
     report = init_bulk(parse_init_params(init, w), w, machines)
     assert report["collected"]["sys-0004-0001"] == {"frames": 11, "tasks_left_out": 0}
-    p = load_example("param.json")
+    p = load_example("param-dpgen.json")
     p["numb_models"] = 2
     p["default_training_param"]["training"].update(numb_steps=20, disp_freq=10, save_freq=20)
     p["model_devi_jobs"] = [{"sys_idx": [0], "temps": [300], "trj_freq": 5, "nsteps": 50,
@@ -95,3 +95,24 @@ def test_sanity_filters_skip_candidates_before_picking(work):
     fp.make(dataclasses.replace(ctx, params=mild))
     sel = json.loads((ctx.stage_dir(2) / "selection.json").read_text())["systems"]["000"]
     assert sel["skipped"] == 0 and len(sel["picked"]) == 3
+
+
+def test_adaptive_trust_lo_in_the_fp_stage(work):
+    """Runs after test_train_explore_select (same module fixture): re-make fp with DP-GEN's
+    adaptive trust_lo; the level used is the deviation of the 5th highest frame below trust_hi."""
+    import dataclasses
+
+    from dpgen_ng.explore.select import AdaptiveTrust
+
+    ctx = work
+    if not (ctx.stage_dir(1) / "model_devi.npz").exists():
+        pytest.skip("needs the MD of test_train_explore_select")
+    adaptive = dataclasses.replace(ctx.params, adaptive=AdaptiveTrust(numb_f=5))
+    fp.make(dataclasses.replace(ctx, params=adaptive))
+    sel = json.loads((ctx.stage_dir(2) / "selection.json").read_text())["systems"]["000"]
+    table = np.load(ctx.stage_dir(1) / "model_devi.npz")
+    # the first frames of the two confs' runs count once each (one run per conf here)
+    devi = np.sort(table["max_devi_f"])
+    assert sel["trust"]["adapted"] is True and sel["trust"]["f_lo"] == pytest.approx(devi[-5])
+    assert sel["candidate"] == 5 and sel["accurate"] == devi.size - 5 and sel["failed"] == 0
+    assert len(sel["picked"]) == 3  # fp_task_max

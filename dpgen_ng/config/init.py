@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,7 @@ def parse_init_params(raw: dict[str, Any], base_dir: Path) -> InitBulkParams:
                             "a POSCAR file")
         poscar = Path(p["from_poscar_path"]).expanduser()
         if not poscar.is_absolute():
-            poscar = base_dir / poscar
+            poscar = Path(os.path.normpath(base_dir / poscar))  # the work dir may not exist yet
         if not poscar.is_file():
             raise UserError(f"{poscar} not found", "from_poscar_path", "a POSCAR file")
     elif p["cell_type"] is None or p["latt"] is None:

@@ -23,8 +23,10 @@ from dpgen_ng.config.fields import (
     positive,
     str_or_list_of_str,
 )
+from dpgen_ng.config.jobs import ExploreJob, TrustLevel, job_json, parse_job, parse_trust
+from dpgen_ng.converge.criteria import StopCriterion, parse_convergence
 from dpgen_ng.errors import UserError
-from dpgen_ng.explore.lammps import ENSEMBLES
+from dpgen_ng.explore.select import AdaptiveTrust
 from dpgen_ng.fp import labeler_names, split_labeler_keys
 from dpgen_ng.io import load_config
 
@@ -53,11 +55,6 @@ UNSUPPORTED: dict[str, str] = {
             "model_devi_nopbc",
             "model_devi_plumed",
             "model_devi_plumed_path",
-            "model_devi_adapt_trust_lo",
-            "model_devi_numb_candi_f",
-            "model_devi_numb_candi_v",
-            "model_devi_perc_candi_f",
-            "model_devi_perc_candi_v",
             "model_devi_f_avg_relative",
             "model_devi_neidelay",
             "model_devi_activation_func",
@@ -90,113 +87,8 @@ UNSUPPORTED: dict[str, str] = {
     "fp_nbands_esti_data": "remove it; electronic temperature is not supported yet",
 }
 
-JOB_UNSUPPORTED = {
-    "template": "LAMMPS template jobs (template/rev_mat) are not supported yet",
-    "rev_mat": "LAMMPS template jobs (template/rev_mat) are not supported yet",
-    "sys_rev_mat": "LAMMPS template jobs (template/rev_mat) are not supported yet",
-    "pka_e": "PKA kicks are not supported yet",
-    "nbeads": "path-integral MD is not supported yet",
-    "neidelay": "remove it; not supported yet",
-    "s_t": "skip-training flags are not supported yet",
-    "sk_tr": "skip-training flags are not supported yet",
-    "skip_train": "skip-training flags are not supported yet",
-    "skip_training": "skip-training flags are not supported yet",
-    "model_devi_v_trust_lo": "per-job virial trust levels are not supported yet",
-    "model_devi_v_trust_hi": "per-job virial trust levels are not supported yet",
-}
-
 DPGEN_FP_STYLES = { "gaussian", "siesta", "abacus", "amber/diff", "pwmat", "cpx",
                    "custom"}
-
-
-@dataclass(frozen=True)
-class TrustLevel:
-    """A trust level: one value, a list indexed by sys_configs index, or a dict keyed by it."""
-
-    default: float | None
-    per_system: dict[int, float] = field(default_factory=dict)
-
-    def for_system(self, sys_idx: int) -> float | None:
-        return self.per_system.get(sys_idx, self.default)
-
-    def as_json(self) -> Any:
-        if not self.per_system:
-            return self.default
-        return {str(k): v for k, v in sorted(self.per_system.items())}
-
-
-def parse_trust(value: Any, where: str) -> TrustLevel:
-    if value is None:
-        return TrustLevel(None)
-    if isinstance(value, (list, tuple)):
-        vals = [positive(as_float, strict=False)(v, f"{where}[{i}]") for i, v in enumerate(value)]
-        return TrustLevel(None, dict(enumerate(vals)))
-    if isinstance(value, dict):
-        per = {}
-        for k, v in value.items():
-            if not str(k).isdigit():
-                raise UserError(f"key {k!r}", where, "system indices as keys (e.g. \"0\")")
-            per[int(k)] = positive(as_float, strict=False)(v, f"{where}.{k}")
-        return TrustLevel(None, per)
-    return TrustLevel(positive(as_float, strict=False)(value, where))
-
-
-@dataclass(frozen=True)
-class ExploreJob:
-    """One entry of ``model_devi_jobs``: MD runs of every conf of ``sys_idx`` at each T × P."""
-
-    sys_idx: tuple[int, ...]
-    temps: tuple[float, ...]
-    press: tuple[float, ...]
-    trj_freq: int
-    nsteps: int
-    ensemble: str
-    dt: float | None = None
-    taut: float | None = None
-    taup: float | None = None
-    f_trust_lo: TrustLevel | None = None
-    f_trust_hi: TrustLevel | None = None
-
-
-_JOB_FIELDS = {
-    "sys_idx": Field(list_of(in_range(as_int, 0, 10**6), min_len=1), doc="list of sys_configs indices"),
-    "temps": Field(list_of(positive(as_float), min_len=1), aliases=("Ts",), doc="list of temperatures (K)"),
-    "press": Field(list_of(as_float), default=list, aliases=("Ps",), doc="list of pressures (bar)"),
-    "trj_freq": Field(positive(as_int), aliases=("t_freq", "traj_freq"),
-                      doc="dump/deviation interval in steps"),
-    "nsteps": Field(positive(as_int), doc="number of MD steps"),
-    "ensemble": Field(one_of(*ENSEMBLES), aliases=("ens",), doc="one of " + ", ".join(ENSEMBLES)),
-    "dt": Field(either(positive(as_float), lambda v, w: None if v is None else as_float(v, w),
-                       expected="a positive time step (ps)"), default=None),
-    "taut": Field(positive(as_float), default=None),
-    "taup": Field(positive(as_float), default=None),
-    "model_devi_f_trust_lo": Field(parse_trust, default=None),
-    "model_devi_f_trust_hi": Field(parse_trust, default=None),
-}
-
-
-def _parse_job(value: Any, where: str) -> ExploreJob:
-    d = parse_section(value, _JOB_FIELDS, where, JOB_UNSUPPORTED)
-    ens = ENSEMBLES[d["ensemble"]]
-    if ens.needs_press and not d["press"]:
-        raise UserError(f"ensemble '{d['ensemble']}' needs pressures", f"{where}.press",
-                        "a non-empty list of pressures (bar)")
-    if len(set(d["sys_idx"])) != len(d["sys_idx"]):
-        raise UserError("repeated system index", f"{where}.sys_idx", "unique indices")
-    return ExploreJob(
-        sys_idx=tuple(d["sys_idx"]),
-        temps=tuple(d["temps"]),
-        # DP-GEN examples give press for nvt too; it does not apply there (one task per T)
-        press=tuple(d["press"]) if d["press"] and ens.needs_press else (),
-        trj_freq=d["trj_freq"],
-        nsteps=d["nsteps"],
-        ensemble=d["ensemble"],
-        dt=d["dt"],
-        taut=d["taut"],
-        taup=d["taup"],
-        f_trust_lo=d["model_devi_f_trust_lo"],
-        f_trust_hi=d["model_devi_f_trust_hi"],
-    )
 
 
 def _false_only(why: str):  # noqa: ANN202 - a parser
@@ -244,6 +136,21 @@ def _min_distance(value: Any, type_map: list[str]) -> dict[tuple[int, int], floa
         a, b = sorted(type_map.index(x) for x in names)
         out[(a, b)] = positive(as_float)(dist, f"{where}.{key}")
     return out
+
+
+def _adaptive(p: dict[str, Any]) -> AdaptiveTrust | None:
+    """DP-GEN's adaptive trust_lo keys (model_devi_adapt_trust_lo and its candidate counts)."""
+    keys = ("model_devi_numb_candi_f", "model_devi_perc_candi_f", "model_devi_numb_candi_v",
+            "model_devi_perc_candi_v")
+    if not p["model_devi_adapt_trust_lo"]:
+        for key in keys:
+            if p[key] is not None:
+                raise UserError(f"'{key}' has no effect without model_devi_adapt_trust_lo", key,
+                                "set model_devi_adapt_trust_lo: true, or remove it")
+        return None
+    d = {k: p[k] for k in keys if p[k] is not None}
+    return AdaptiveTrust(numb_f=d.get(keys[0], 10), perc_f=d.get(keys[1], 0.0),
+                         numb_v=d.get(keys[2], 0), perc_v=d.get(keys[3], 0.0))
 
 
 def _mass_map(value: Any, where: str) -> list[float] | str:
@@ -314,11 +221,16 @@ _FIELDS: dict[str, Field] = {
     "model_devi_f_trust_hi": Field(parse_trust, doc="upper force trust level (eV/Å)"),
     "model_devi_v_trust_lo": Field(parse_trust, default=lambda: TrustLevel(None)),
     "model_devi_v_trust_hi": Field(parse_trust, default=lambda: TrustLevel(None)),
+    "model_devi_adapt_trust_lo": Field(as_bool, default=False),
+    "model_devi_numb_candi_f": Field(positive(as_int, strict=False), default=None),
+    "model_devi_perc_candi_f": Field(in_range(as_float, 0.0, 100.0), default=None),
+    "model_devi_numb_candi_v": Field(positive(as_int, strict=False), default=None),
+    "model_devi_perc_candi_v": Field(in_range(as_float, 0.0, 100.0), default=None),
     "model_devi_clean_traj": Field(either(as_bool, positive(as_int, strict=False),
                                           expected="true/false or an integer"), default=True),
     "model_devi_taut": Field(positive(as_float), default=0.1),
     "model_devi_taup": Field(positive(as_float), default=0.5),
-    "model_devi_jobs": Field(list_of(_parse_job, min_len=1), doc="list of exploration jobs"),
+    "model_devi_jobs": Field(list_of(parse_job, min_len=1), doc="list of exploration jobs"),
     "fp_style": Field(as_str, doc="labeler name: " + ", ".join(labeler_names())),
     "fp_task_max": Field(positive(as_int, strict=False), doc="max candidates labeled per system"),
     "fp_task_min": Field(positive(as_int, strict=False), default=0),
@@ -329,6 +241,10 @@ _FIELDS: dict[str, Field] = {
     "fp_skip_bad_box": Field(_bad_box_criteria, default=dict),
     "fp_min_distance": Field(either(positive(as_float), as_dict, expected="a distance (Å) or "
                                     "{\"A-B\": distance}"), default=None),
+    "validation_data_prefix": Field(as_str, default=""),
+    "validation_data_sys": Field(list_of(as_str, min_len=1), default=list,
+                                 doc="deepmd/npy dirs of held-out labeled data (never trained on)"),
+    "convergence": Field(parse_convergence, default=None),
     "shuffle_poscar": Field(_false_only("shuffling the atoms of POSCARs is not supported yet"),
                             default=False),
 }
@@ -367,6 +283,10 @@ class RunParams:
     seed: int
     skip_bad_box: dict[str, float] = field(default_factory=dict)
     min_distance: dict[tuple[int, int], float] = field(default_factory=dict)
+    adaptive: AdaptiveTrust | None = None
+    validation_data_prefix: str = ""
+    validation_data_sys: tuple[str, ...] = ()
+    convergence: tuple[StopCriterion, ...] = ()
 
     def training_param(self) -> dict[str, Any]:
         """A fresh deep copy of ``default_training_param`` (the settings are never mutated)."""
@@ -391,18 +311,16 @@ class RunParams:
                 value = value.as_json()
             elif name == "model_devi_jobs":
                 value = [job_json(job) for job in value]
+            elif name == "convergence":
+                value = [c.as_json() for c in value]
+            elif name == "adaptive":
+                value = None if value is None else value.__dict__
             elif name == "fp_settings":
                 value = value.as_json()
             elif name == "min_distance":
                 value = {f"{self.type_map[a]}-{self.type_map[b]}": d for (a, b), d in value.items()}
             out[name] = value
         return out
-
-
-def job_json(job: ExploreJob) -> dict[str, Any]:
-    """One exploration job as plain JSON (unset optional keys left out)."""
-    return {k: (v.as_json() if isinstance(v, TrustLevel) else v)
-            for k, v in job.__dict__.items() if v is not None and v != ()}
 
 
 def _check_trust(p: dict[str, Any], nsys: int) -> None:
@@ -424,17 +342,8 @@ def _check_trust(p: dict[str, Any], nsys: int) -> None:
                                 f"model_devi_{kind}_trust_lo", "lo < hi")
 
 
-def parse_run_params(raw: dict[str, Any]) -> RunParams:
-    """Validate a param.json mapping. Raises :class:`UserError` on the first problem."""
-    fp_style = raw.get("fp_style")
-    if fp_style in DPGEN_FP_STYLES:
-        raise UserError(f"fp_style '{fp_style}' is not supported yet", "fp_style",
-                        "one of " + ", ".join(labeler_names()))
-    if not isinstance(fp_style, str):
-        raise UserError("missing or not a string", "fp_style", "one of " + ", ".join(labeler_names()))
-    fp_settings, base, foreign = split_labeler_keys(raw, fp_style, "fp_style")
-    p = parse_section(base, _FIELDS, "", UNSUPPORTED, foreign)
-
+def _check_types(p: dict[str, Any]) -> None:
+    """type_map has unique names; mass_map ("auto": ASE's masses) has one mass per type."""
     ntypes = len(p["type_map"])
     if len(set(p["type_map"])) != ntypes:
         raise UserError("repeated element", "type_map", "unique element names")
@@ -449,6 +358,20 @@ def parse_run_params(raw: dict[str, Any]) -> RunParams:
     if len(p["mass_map"]) != ntypes:
         raise UserError(f"{len(p['mass_map'])} masses for {ntypes} types", "mass_map",
                         "one mass per type_map entry")
+
+
+def parse_run_params(raw: dict[str, Any]) -> RunParams:
+    """Validate a param.json mapping. Raises :class:`UserError` on the first problem."""
+    fp_style = raw.get("fp_style")
+    if fp_style in DPGEN_FP_STYLES:
+        raise UserError(f"fp_style '{fp_style}' is not supported yet", "fp_style",
+                        "one of " + ", ".join(labeler_names()))
+    if not isinstance(fp_style, str):
+        raise UserError("missing or not a string", "fp_style", "one of " + ", ".join(labeler_names()))
+    fp_settings, base, foreign = split_labeler_keys(raw, fp_style, "fp_style")
+    p = parse_section(base, _FIELDS, "", UNSUPPORTED, foreign)
+
+    _check_types(p)
     nsys = len(p["sys_configs"])
     for key, n in (("init_batch_size", len(p["init_data_sys"])), ("sys_batch_size", nsys)):
         if isinstance(p[key], list) and len(p[key]) < n:
@@ -466,6 +389,7 @@ def parse_run_params(raw: dict[str, Any]) -> RunParams:
     if soft > p["fp_accurate_threshold"]:
         raise UserError("soft threshold above the hard one", "fp_accurate_soft_threshold",
                         f"a value ≤ fp_accurate_threshold ({p['fp_accurate_threshold']})")
+    _check_convergence(p)
     tparam = p["default_training_param"]
     tmap = tparam["model"].get("type_map")
     if tmap is not None and list(tmap) != list(p["type_map"]):
@@ -504,7 +428,32 @@ def parse_run_params(raw: dict[str, Any]) -> RunParams:
         seed=p["seed"],
         skip_bad_box=p["fp_skip_bad_box"],
         min_distance=_min_distance(p["fp_min_distance"], p["type_map"]),
+        adaptive=_adaptive(p),
+        validation_data_prefix=p["validation_data_prefix"],
+        validation_data_sys=tuple(p["validation_data_sys"]),
+        convergence=p["convergence"] or (),
     )
+
+
+def _check_convergence(p: dict[str, Any]) -> None:
+    """The convergence section against the rest: what each criterion needs, and max_iter."""
+    criteria = p["convergence"] or ()
+    have = {"model_devi_adapt_trust_lo": p["model_devi_adapt_trust_lo"],
+            "validation_data_sys": bool(p["validation_data_sys"])}
+    for i, c in enumerate(criteria):
+        for key in c.needs():
+            if not have[key]:
+                raise UserError(f"convergence type '{c.name}' needs {key}", f"convergence[{i}]",
+                                f"set {key}" + (": true" if key.startswith("model_devi") else
+                                                " (deepmd/npy data never trained on)"))
+        if c.name == "fixed-levels" and p["model_devi_adapt_trust_lo"]:
+            raise UserError("fixed-levels judges the accurate ratio, which adaptive trust_lo sets by "
+                            "model_devi_numb_candi_f", f"convergence[{i}]", "adaptive-lower with "
+                            "model_devi_adapt_trust_lo, or fixed trust levels")
+    for j, job in enumerate(p["model_devi_jobs"]):
+        if job.max_iter is not None and not criteria:
+            raise UserError("max_iter without a convergence section", f"model_devi_jobs[{j}].max_iter",
+                            "a 'convergence' section saying when the job is done")
 
 
 def load_run_params(path: Path) -> RunParams:

@@ -4,6 +4,10 @@ Classification of one frame (``f`` = max force deviation, ``v`` = max virial dev
 failed if ``f ≥ f_hi`` (or ``v ≥ v_hi`` when a virial window is set) or the value is not
 finite; otherwise candidate if ``f ≥ f_lo`` (or ``v ≥ v_lo``); otherwise accurate.
 (DP-GEN lets "candidate" win over "failed" when only one criterion fails; we do not.)
+
+With an adaptive lower level (:func:`classify_adaptive`, DP-GEN's ``model_devi_adapt_trust_lo``)
+the candidates are instead the N frames of highest deviation below the upper level, and trust_lo
+becomes the deviation of the last of them.
 """
 
 from __future__ import annotations
@@ -17,10 +21,14 @@ ACCURATE, CANDIDATE, FAILED, SKIPPED = 0, 1, 2, 3  # SKIPPED: a candidate a sani
 
 @dataclass(frozen=True)
 class Trust:
+    """Trust levels of force and virial deviation (virial: None = off); ``adapted``: the lower
+    levels came from the data (:func:`classify_adaptive`)."""
+
     f_lo: float
     f_hi: float
     v_lo: float | None = None
     v_hi: float | None = None
+    adapted: bool = False
 
 
 def classify(max_f: np.ndarray, max_v: np.ndarray, trust: Trust) -> np.ndarray:
@@ -36,6 +44,56 @@ def classify(max_f: np.ndarray, max_v: np.ndarray, trust: Trust) -> np.ndarray:
     codes[cand] = CANDIDATE
     codes[failed] = FAILED
     return codes
+
+
+@dataclass(frozen=True)
+class AdaptiveTrust:
+    """How many frames below trust_hi become candidates: max(numb, perc % of them), per quantity."""
+
+    numb_f: int = 10
+    perc_f: float = 0.0
+    numb_v: int = 0
+    perc_v: float = 0.0
+
+
+def _top(values: np.ndarray, order: np.ndarray, ok: np.ndarray, numb: int, perc: float,
+         hi: float) -> tuple[np.ndarray, float]:
+    """The ``ok`` frames with the highest ``values`` (ties broken by ``order``) and the level of
+    the lowest of them (``hi`` when there are none)."""
+    idx = np.flatnonzero(ok)
+    n = min(max(numb, int(perc * 0.01 * idx.size)), idx.size)
+    chosen = np.zeros(values.shape, dtype=bool)
+    if n == 0:
+        return chosen, hi
+    ranked = idx[np.lexsort((order[idx], values[idx]))]
+    chosen[ranked[-n:]] = True
+    return chosen, float(values[ranked[-n]])
+
+
+def classify_adaptive(max_f: np.ndarray, max_v: np.ndarray, order: np.ndarray, f_hi: float,
+                      v_hi: float | None, adapt: AdaptiveTrust) -> tuple[np.ndarray, Trust]:
+    """Codes with an adaptive lower level, and the levels that resulted.
+
+    ``order`` breaks ties between equal deviations (e.g. task × rows + row), so the outcome does
+    not depend on the order of the input. Without a virial window (``v_hi`` None) only the force
+    deviation counts.
+    """
+    max_f = np.asarray(max_f, dtype=float)
+    max_v = np.asarray(max_v, dtype=float)
+    order = np.asarray(order)
+    failed = ~np.isfinite(max_f) | (max_f >= f_hi)
+    if v_hi is not None:
+        failed |= ~np.isfinite(max_v) | (max_v >= v_hi)
+    ok = ~failed
+    cand, f_lo = _top(max_f, order, ok, adapt.numb_f, adapt.perc_f, f_hi)
+    v_lo = None
+    if v_hi is not None:
+        cand_v, v_lo = _top(max_v, order, ok, adapt.numb_v, adapt.perc_v, v_hi)
+        cand |= cand_v
+    codes = np.full(max_f.shape, ACCURATE, dtype=np.int8)
+    codes[cand] = CANDIDATE
+    codes[failed] = FAILED
+    return codes, Trust(f_lo, f_hi, v_lo, v_hi, adapted=True)
 
 
 def fp_budget(accurate_ratio: float, task_max: int, soft: float, hard: float) -> int:

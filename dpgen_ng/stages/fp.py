@@ -1,9 +1,11 @@
-"""02.fp: select candidates from the deviations, label them, collect the labels as data.SSS."""
+"""02.fp: select candidates from the deviations, label them, collect the labels as data.SSS;
+then judge the iteration (``stages/summarize.py``)."""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +16,23 @@ from dpgen_ng.dispatch import TaskSpec
 from dpgen_ng.errors import StageError
 from dpgen_ng.explore import lammps
 from dpgen_ng.explore.filters import bad_box, min_distance_table, too_close
-from dpgen_ng.explore.select import CANDIDATE, SKIPPED, Trust, classify, select_system
+from dpgen_ng.explore.select import (
+    CANDIDATE,
+    SKIPPED,
+    SystemSelection,
+    Trust,
+    classify,
+    classify_adaptive,
+    select_system,
+)
 from dpgen_ng.fp import Failure, Labeler, labeler_class
 from dpgen_ng.io import atomic_write_json, atomic_write_text, replace_dir
 from dpgen_ng.stages import model_devi
-from dpgen_ng.stages.context import IterContext, read_manifest, write_manifest
-from dpgen_ng.stages.train import LABELS_FILE
+from dpgen_ng.stages.context import LABELS_FILE, SELECTION_FILE, IterContext, read_manifest, write_manifest
+from dpgen_ng.stages.summarize import summarize
+from dpgen_ng.train.gate import exploration_warning
 
 log = logging.getLogger("dpgen_ng.fp")
-SELECTION_FILE = "selection.json"
 
 
 def labeler(ctx: IterContext) -> Labeler:
@@ -30,89 +40,144 @@ def labeler(ctx: IterContext) -> Labeler:
     return labeler_class(p.fp_style)(p.fp_settings, p.type_map)
 
 
-def make(ctx: IterContext) -> None:
-    p = ctx.params
-    job = p.model_devi_jobs[ctx.iteration]
-    md_dir, fp_dir = ctx.stage_dir(1), ctx.stage_dir(2)
-    fp_dir.mkdir(parents=True, exist_ok=True)
-    md_tasks = read_manifest(md_dir)["tasks"]
-    table = np.load(md_dir / model_devi.DEVI_TABLE)
-    lab = labeler(ctx)
-    summary: dict[str, Any] = {}
-    fp_tasks: list[dict[str, Any]] = []
-    cache: dict[int, dpdata.System] = {}
+@dataclass(frozen=True)
+class Frames:
+    """The deviation table rows of one system that take part in selection."""
 
-    def frames(t: int) -> dpdata.System:
-        if t not in cache:
-            traj = md_dir / md_tasks[t]["path"] / lammps.TRAJ
-            cache[t] = dpdata.System(str(traj), fmt="lammps/dump", type_map=list(p.type_map))
-        return cache[t]
+    task: np.ndarray
+    row: np.ndarray
+    step: np.ndarray
+    max_f: np.ndarray
+    max_v: np.ndarray
 
-    # MD runs of one conf at several T / P start from the same structure: their first frames are
-    # copies of each other, so only the first run's counts (no structure is labeled twice)
+
+def _first_frame_copies(table: Any, md_tasks: list[dict[str, Any]]) -> np.ndarray:
+    """MD runs of one conf at several T / P start from the same structure: their first frames are
+    copies of each other, so only the first run's counts (no structure is labeled twice)."""
     first_of_conf: dict[str, int] = {}
     copies = np.zeros(len(table["task"]), dtype=bool)
     for i, t in enumerate(md_tasks):
         owner = first_of_conf.setdefault(t["conf"], i)
         if owner != i:
             copies |= (table["task"] == i) & (table["row"] == 0)
+    return copies
 
-    for sys_idx in job.sys_idx:
-        f_lo, f_hi, v_lo, v_hi = p.trust(job, sys_idx)
+
+def classify_system(ctx: IterContext, job_index: int, sys_idx: int,
+                    fr: Frames) -> tuple[np.ndarray, Trust]:
+    """Class codes of a system's frames and the trust levels used (fixed or adapted)."""
+    p = ctx.params
+    f_lo, f_hi, v_lo, v_hi = p.trust(p.model_devi_jobs[job_index], sys_idx)
+    if p.adaptive is None:
+        trust = Trust(f_lo, f_hi, v_lo, v_hi)
+        return classify(fr.max_f, fr.max_v, trust), trust
+    adapt_v = p.adaptive.numb_v > 0 or p.adaptive.perc_v > 0
+    if v_hi is None and adapt_v:
+        v_hi = float("inf")  # DP-GEN's default upper virial level: none
+    order = fr.task.astype(np.int64) * (int(fr.row.max(initial=0)) + 1) + fr.row
+    codes, used = classify_adaptive(fr.max_f, fr.max_v, order, f_hi, v_hi, p.adaptive)
+
+    def finite(x: float | None) -> float | None:
+        return x if x is not None and np.isfinite(x) else None
+
+    return codes, Trust(used.f_lo, f_hi, finite(used.v_lo), finite(v_hi), True)
+
+
+class Trajectories:
+    """The MD trajectories of this iteration's tasks, each read once (lazily) with dpdata."""
+
+    def __init__(self, md_dir: Path, md_tasks: list[dict[str, Any]], type_map: tuple[str, ...]) -> None:
+        self.md_dir, self.md_tasks, self.type_map = md_dir, md_tasks, list(type_map)
+        self._cache: dict[int, dpdata.System] = {}
+
+    def __call__(self, task: int) -> dpdata.System:
+        if task not in self._cache:
+            traj = self.md_dir / self.md_tasks[task]["path"] / lammps.TRAJ
+            self._cache[task] = dpdata.System(str(traj), fmt="lammps/dump", type_map=self.type_map)
+        return self._cache[task]
+
+
+def _write_tasks(fp_dir: Path, lab: Labeler, sys_idx: int, sel: SystemSelection, fr: Frames,
+                 trajs: Trajectories) -> list[dict[str, Any]]:
+    """One labeling task per picked frame (``task.SSS.NNNNNN``, in the order of the picks)."""
+    tasks: list[dict[str, Any]] = []
+    for t, r in sel.picked:
+        t, r = int(t), int(r)
+        traj = trajs(t)
+        md_task = trajs.md_tasks[t]["path"]
+        if r >= traj.get_nframes():
+            log.warning("%s has no frame %d (truncated trajectory); skipped", md_task, r)
+            continue
+        name = f"task.{sys_idx:03d}.{len(tasks):06d}"
+        task_dir = fp_dir / name
+        task_dir.mkdir(exist_ok=True)
+        lab.write_inputs(traj.sub_system([r]), task_dir)
+        step = int(fr.step[(fr.task == t) & (fr.row == r)][0])
+        origin = {"sys_idx": sys_idx, "md_task": md_task, "step": step}
+        atomic_write_json(task_dir / "job.json", origin)
+        tasks.append({"path": name, **origin})
+    return tasks
+
+
+def make(ctx: IterContext) -> None:
+    p = ctx.params
+    slot = model_devi.slot_of(ctx)
+    md_dir, fp_dir = ctx.stage_dir(1), ctx.stage_dir(2)
+    fp_dir.mkdir(parents=True, exist_ok=True)
+    md_tasks = read_manifest(md_dir)["tasks"]
+    table = np.load(md_dir / model_devi.DEVI_TABLE)
+    trajs = Trajectories(md_dir, md_tasks, p.type_map)
+    lab = labeler(ctx)
+    summary: dict[str, Any] = {}
+    fp_tasks: list[dict[str, Any]] = []
+    copies = _first_frame_copies(table, md_tasks)
+    for sys_idx in p.model_devi_jobs[slot.job].sys_idx:
         mask = (table["sys_idx"] == sys_idx) & (table["step"] >= p.model_devi_skip) & ~copies
-        codes = classify(table["max_devi_f"][mask], table["max_devi_v"][mask], Trust(f_lo, f_hi, v_lo, v_hi))
-        task_idx = table["task"][mask].astype(int)
-        rows = table["row"][mask].astype(int)
-        steps = table["step"][mask].astype(int)
+        fr = Frames(table["task"][mask].astype(int), table["row"][mask].astype(int),
+                    table["step"][mask].astype(int), table["max_devi_f"][mask], table["max_devi_v"][mask])
+        codes, trust = classify_system(ctx, slot.job, sys_idx, fr)
         cand = np.flatnonzero(codes == CANDIDATE)
         tag = f"{sys_idx:03d}"
         atomic_write_text(fp_dir / f"candidate.{tag}.out", "".join(
-            f"{md_tasks[task_idx[i]]['path']} {steps[i]}\n" for i in cand))
-        codes[cand[_rejected(p, cand, task_idx, rows, frames)]] = SKIPPED
-        sel = select_system(task_idx, rows, codes, ctx.rng("fp", sys_idx), p.fp_task_max,
+            f"{md_tasks[fr.task[i]]['path']} {fr.step[i]}\n" for i in cand))
+        codes[cand[_rejected(p, cand, fr.task, fr.row, trajs)]] = SKIPPED
+        sel = select_system(fr.task, fr.row, codes, ctx.rng("fp", sys_idx), p.fp_task_max,
                             p.fp_accurate_soft_threshold, p.fp_accurate_threshold)
-        n = max(sel.n_total, 1)
-        for label, count in (("candidate", sel.n_candidate), ("failed", sel.n_failed),
-                             ("accurate", sel.n_accurate)):
-            log.info("system %s %-9s: %6d in %6d %6.2f %%", tag, label, count, sel.n_total,
-                     100.0 * count / n)
-        if sel.n_skipped:
-            log.info("system %s: %d candidate(s) skipped by the sanity filters", tag, sel.n_skipped)
-        if sel.n_total == 0:
-            log.warning("system %s: no frames (maybe the model deviation is NaN or every MD task "
-                        "failed)", tag)
-        log.info("system %s accurate_ratio: %.4f thresholds: %g and %g; fp tasks: %d",
-                 tag, sel.accurate_ratio, p.fp_accurate_soft_threshold, p.fp_accurate_threshold,
-                 len(sel.picked))
-        picked = []
-        counter = 0
-        for t, r in sel.picked:
-            t, r = int(t), int(r)
-            traj = frames(t)
-            if r >= traj.get_nframes():
-                log.warning("%s has no frame %d (truncated trajectory); skipped", md_tasks[t]["path"], r)
-                continue
-            name = f"task.{tag}.{counter:06d}"
-            counter += 1
-            task_dir = fp_dir / name
-            task_dir.mkdir(exist_ok=True)
-            lab.write_inputs(traj.sub_system([r]), task_dir)
-            step = int(steps[(task_idx == t) & (rows == r)][0])
-            origin = {"sys_idx": sys_idx, "md_task": md_tasks[t]["path"], "step": step}
-            atomic_write_json(task_dir / "job.json", origin)
-            fp_tasks.append({"path": name, **origin})
-            picked.append([md_tasks[t]["path"], step])
+        _log_selection(tag, sel, trust, p)
+        tasks = _write_tasks(fp_dir, lab, sys_idx, sel, fr, trajs)
+        fp_tasks += tasks
         summary[tag] = {
             "accurate": sel.n_accurate, "candidate": sel.n_candidate, "failed": sel.n_failed,
             "skipped": sel.n_skipped, "total": sel.n_total, "accurate_ratio": sel.accurate_ratio,
-            "budget": sel.budget, "trust": {"f_lo": f_lo, "f_hi": f_hi, "v_lo": v_lo, "v_hi": v_hi},
-            "picked": picked,
+            "budget": sel.budget, "trust": trust.__dict__,
+            "picked": [[t["md_task"], t["step"]] for t in tasks],
         }
-    atomic_write_json(fp_dir / SELECTION_FILE, {"iteration": ctx.iteration, "systems": summary})
+    warning = exploration_warning(ctx.iteration, summary, table["max_devi_f"])
+    if warning:
+        log.warning("WARNING %s", warning)
+    atomic_write_json(fp_dir / SELECTION_FILE, {"iteration": ctx.iteration, "job": slot.job,
+                                                "repeat": slot.repeat, "systems": summary,
+                                                "warnings": [warning] if warning else []})
     write_manifest(fp_dir, fp_tasks, fp_style=p.fp_style)
 
 
-def _rejected(p, cand: np.ndarray, task_idx: np.ndarray, rows: np.ndarray, frames) -> np.ndarray:  # noqa: ANN001
+def _log_selection(tag: str, sel: SystemSelection, trust: Trust, p) -> None:  # noqa: ANN001
+    n = max(sel.n_total, 1)
+    for label, count in (("candidate", sel.n_candidate), ("failed", sel.n_failed),
+                         ("accurate", sel.n_accurate)):
+        log.info("system %s %-9s: %6d in %6d %6.2f %%", tag, label, count, sel.n_total, 100.0 * count / n)
+    if trust.adapted:
+        log.info("system %s adapted trust_lo: %.4g eV/Å (trust_hi %.4g)", tag, trust.f_lo, trust.f_hi)
+    if sel.n_skipped:
+        log.info("system %s: %d candidate(s) skipped by the sanity filters", tag, sel.n_skipped)
+    if sel.n_total == 0:
+        log.warning("system %s: no frames (maybe the model deviation is NaN or every MD task failed)", tag)
+    log.info("system %s accurate_ratio: %.4f thresholds: %g and %g; fp tasks: %d", tag,
+             sel.accurate_ratio, p.fp_accurate_soft_threshold, p.fp_accurate_threshold, len(sel.picked))
+
+
+def _rejected(p, cand: np.ndarray, task_idx: np.ndarray, rows: np.ndarray,  # noqa: ANN001
+              trajs: Trajectories) -> np.ndarray:
     """Which candidates (positions in ``cand``) the sanity filters reject."""
     bad = np.zeros(cand.size, dtype=bool)
     if not (p.skip_bad_box or p.min_distance) or not cand.size:
@@ -120,7 +185,7 @@ def _rejected(p, cand: np.ndarray, task_idx: np.ndarray, rows: np.ndarray, frame
     table = min_distance_table(len(p.type_map), p.min_distance)
     for t in np.unique(task_idx[cand]):
         here = task_idx[cand] == t
-        traj = frames(int(t))
+        traj = trajs(int(t))
         r = rows[cand[here]]
         ok = r < traj.get_nframes()
         cells, coords = traj["cells"][r[ok]], traj["coords"][r[ok]]
@@ -154,7 +219,9 @@ def write_data(out_dir: Path, systems: list[dpdata.System], type_map: tuple[str,
     return ms.get_nframes()
 
 
-def post(ctx: IterContext) -> None:
+def collect_labels(ctx: IterContext) -> None:
+    """Parse every task's labels into ``data.SSS`` (failures aside in ``failed.SSS``), write
+    ``labels.json``; stop when the failures exceed ``ratio_failed`` (the good labels are kept)."""
     p = ctx.params
     fp_dir = ctx.stage_dir(2)
     tasks = read_manifest(fp_dir)["tasks"]
@@ -174,16 +241,18 @@ def post(ctx: IterContext) -> None:
         else:
             labeled.setdefault(t["sys_idx"], []).append(out)
             records.append({**origin, "status": "labeled"})
-    n_labeled = 0
+    by_system = {}
     for sys_idx, systems in sorted(labeled.items()):
-        n_labeled += write_data(fp_dir / f"data.{sys_idx:03d}", systems, p.type_map)
+        by_system[f"{sys_idx:03d}"] = write_data(fp_dir / f"data.{sys_idx:03d}", systems, p.type_map)
+    n_labeled = sum(by_system.values())
     # the frames that could not be labeled are kept aside (never trained on), with their reasons
     # in labels.json, e.g. to relabel them with other settings
     for sys_idx, systems in sorted(failed.items()):
         write_data(fp_dir / f"failed.{sys_idx:03d}", systems, p.type_map)
     n_failed = sum(reasons.values())
     atomic_write_json(fp_dir / LABELS_FILE, {
-        "labeled": n_labeled, "failed": n_failed, "by_reason": dict(reasons), "tasks": records,
+        "labeled": n_labeled, "failed": n_failed, "by_reason": dict(reasons), "by_system": by_system,
+        "tasks": records,
     })
     log.info("iteration %d: %d frame(s) labeled, %d failed %s", ctx.iteration, n_labeled, n_failed,
              dict(reasons) if reasons else "")
@@ -194,8 +263,13 @@ def post(ctx: IterContext) -> None:
             f"{n_failed} of {len(tasks)} fp tasks failed ({dict(reasons)}), above ratio_failed "
             f"{p.ratio_failed}; the {n_labeled} good labels are kept in {fp_dir}/data.*. "
             "Fix the cause or raise ratio_failed, then run again:\n" + "\n".join(shown))
-    clean = p.model_devi_clean_traj
+
+
+def post(ctx: IterContext) -> None:
+    collect_labels(ctx)
+    clean = ctx.params.model_devi_clean_traj
     if clean is True:
         model_devi.clean_trajectories(ctx, ctx.iteration)
     elif not isinstance(clean, bool) and clean > 0 and ctx.iteration - clean >= 0:
         model_devi.clean_trajectories(ctx, ctx.iteration - clean)
+    summarize(ctx)  # last: a summary on disk means this post_fp has finished its work

@@ -10,7 +10,9 @@ from pathlib import Path
 import dpdata
 import numpy as np
 
-from dpgen_ng.config.param import job_json
+from dpgen_ng.config.jobs import job_json
+from dpgen_ng.config.param import RunParams
+from dpgen_ng.converge.schedule import Slot, next_slot
 from dpgen_ng.dispatch import TaskSpec, read_task_rc
 from dpgen_ng.errors import StageError, UserError
 from dpgen_ng.explore import lammps
@@ -18,18 +20,18 @@ from dpgen_ng.explore.devi import read_model_devi
 from dpgen_ng.io import atomic_write_bytes, atomic_write_json, atomic_write_text, relink, tail
 from dpgen_ng.rng import draw_seed
 from dpgen_ng.stages.context import IterContext, read_manifest, write_manifest
+from dpgen_ng.summary import read_summary
 
 log = logging.getLogger("dpgen_ng.model_devi")
 DEVI_TABLE = "model_devi.npz"  # all tasks' deviations in columns (written by post)
 
 
-def conf_paths(ctx: IterContext, sys_idx: int) -> list[Path]:
+def conf_paths(workdir: Path, p: RunParams, sys_idx: int) -> list[Path]:
     """The configurations of ``sys_configs[sys_idx]``: each glob expanded and sorted, in order."""
-    p = ctx.params
     found: list[Path] = []
     for pattern in p.sys_configs[sys_idx]:
-        full = os.path.join(p.sys_configs_prefix, pattern) if p.sys_configs_prefix else pattern
-        matches = sorted(glob.glob(str(ctx.resolve(full))))
+        full = Path(os.path.join(p.sys_configs_prefix, pattern) if p.sys_configs_prefix else pattern)
+        matches = sorted(glob.glob(str(full if full.is_absolute() else Path(workdir) / full)))
         found += [Path(m) for m in matches]
     if not found:
         raise UserError(f"no file matches {list(p.sys_configs[sys_idx])}", f"sys_configs[{sys_idx}]",
@@ -37,9 +39,35 @@ def conf_paths(ctx: IterContext, sys_idx: int) -> list[Path]:
     return found
 
 
+def read_conf(p: RunParams, conf: Path) -> dpdata.System:
+    try:
+        return dpdata.System(str(conf), fmt=p.sys_format, type_map=list(p.type_map))
+    except Exception as exc:  # noqa: BLE001 - dpdata raises many types
+        raise UserError(f"cannot read {conf} as {p.sys_format}: {exc}", "sys_format") from None
+
+
+def slot_for(ctx: IterContext) -> Slot | None:
+    """What this iteration explores (None: every job is done), from the last iteration's summary."""
+    prev = read_summary(ctx.workdir, ctx.iteration - 1) if ctx.iteration else None
+    return next_slot(ctx.params, prev, ctx.iteration)
+
+
+def slot_of(ctx: IterContext) -> Slot:
+    """The slot this iteration's make_model_devi chose (kept in its manifest)."""
+    m = read_manifest(ctx.stage_dir(1))
+    slot = Slot(m.get("job", ctx.iteration), m.get("repeat", 0), m.get("nsteps", 0))
+    if slot.job >= len(ctx.params.model_devi_jobs):
+        raise UserError(f"iteration {ctx.iteration} explored model_devi_jobs[{slot.job}], which is gone",
+                        "model_devi_jobs", "keep the jobs that have run; append new ones at the end")
+    return slot
+
+
 def make(ctx: IterContext) -> None:
     p = ctx.params
-    job = p.model_devi_jobs[ctx.iteration]
+    slot = slot_for(ctx)
+    if slot is None:
+        raise StageError(f"iteration {ctx.iteration} has no exploration job left")
+    job = p.model_devi_jobs[slot.job]
     md_dir = ctx.stage_dir(1)
     (md_dir / "confs").mkdir(parents=True, exist_ok=True)
     graphs = []
@@ -53,11 +81,8 @@ def make(ctx: IterContext) -> None:
     press = job.press or (None,)
     for sys_idx in job.sys_idx:
         counter = 0
-        for c, conf in enumerate(conf_paths(ctx, sys_idx)):
-            try:
-                system = dpdata.System(str(conf), fmt=p.sys_format, type_map=list(p.type_map))
-            except Exception as exc:  # noqa: BLE001 - dpdata raises many types
-                raise UserError(f"cannot read {conf} as {p.sys_format}: {exc}", "sys_format") from None
+        for c, conf in enumerate(conf_paths(ctx.workdir, p, sys_idx)):
+            system = read_conf(p, conf)
             conf_file = md_dir / "confs" / f"{sys_idx:03d}.{c:04d}.lmp"
             system.to("lammps/lmp", str(conf_file))
             for temp in job.temps:
@@ -68,7 +93,7 @@ def make(ctx: IterContext) -> None:
                     task_dir.mkdir(exist_ok=True)
                     atomic_write_bytes(task_dir / lammps.CONF, conf_file.read_bytes())
                     md = lammps.MdTask(
-                        ensemble=job.ensemble, temp=temp, press=pres, nsteps=job.nsteps,
+                        ensemble=job.ensemble, temp=temp, press=pres, nsteps=slot.nsteps,
                         trj_freq=job.trj_freq, dt=dt, taut=job.taut or p.model_devi_taut,
                         taup=job.taup or p.model_devi_taup, masses=p.mass_map,
                         graphs=tuple(graphs), velocity_seed=draw_seed(rng),
@@ -79,9 +104,11 @@ def make(ctx: IterContext) -> None:
                         "temp": temp, "press": pres, "model_devi_dt": dt, "trj_freq": job.trj_freq,
                     })
                     tasks.append({"path": name, "sys_idx": sys_idx, "conf": str(conf)})
-    atomic_write_json(md_dir / "cur_job.json", job_json(job))
-    write_manifest(md_dir, tasks)
-    log.info("iteration %d: %d MD task(s) for systems %s", ctx.iteration, len(tasks), list(job.sys_idx))
+    atomic_write_json(md_dir / "cur_job.json", {**job_json(job), "nsteps": slot.nsteps})
+    write_manifest(md_dir, tasks, job=slot.job, repeat=slot.repeat, nsteps=slot.nsteps)
+    again = f", repeat {slot.repeat}" if slot.repeat else ""
+    log.info("iteration %d: model_devi_jobs[%d]%s: %d MD task(s) of %d steps for systems %s",
+             ctx.iteration, slot.job, again, len(tasks), slot.nsteps, list(job.sys_idx))
 
 
 def run(ctx: IterContext) -> None:

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 
+from dpgen_ng.config.param import RunParams
 from dpgen_ng.data import auto_batch_size, expand_systems
 from dpgen_ng.dispatch import TaskSpec
 from dpgen_ng.errors import StageError, UserError
 from dpgen_ng.io import atomic_write_json, relink
+from dpgen_ng.stages import model_devi
 from dpgen_ng.stages.context import IterContext, read_manifest, write_manifest
+from dpgen_ng.stages.summarize import evaluate_committee
+from dpgen_ng.summary import read_summary
 from dpgen_ng.train import deepmd
+from dpgen_ng.train.gate import FIT_FILE, check_sel, fit_report
 
 log = logging.getLogger("dpgen_ng.train")
 COPIED = "copied"
-LABELS_FILE = "labels.json"  # written by post_fp, read here to decide whether to retrain
 
 
 def _relink(link: Path, target: Path) -> None:
@@ -28,9 +31,23 @@ def _should_copy(ctx: IterContext) -> int | None:
     """The number of new labels when training is skipped (too few), else None."""
     if ctx.iteration == 0:
         return None
-    labels = ctx.iter_path(ctx.iteration - 1) / "02.fp" / LABELS_FILE
-    added = json.loads(labels.read_text())["labeled"] if labels.is_file() else 0
+    prev = read_summary(ctx.workdir, ctx.iteration - 1)
+    added = prev.labeled if prev is not None else 0
     return added if added < max(1, ctx.params.fp_task_min) else None
+
+
+def init_data(workdir: Path, p: RunParams) -> list[tuple[int, list[Path]]]:
+    """The systems of each ``init_data_sys`` entry (index, deepmd/npy dirs); none is an error."""
+    out = []
+    for i, entry in enumerate(p.init_data_sys):
+        path = Path(os.path.join(p.init_data_prefix, entry) if p.init_data_prefix else entry).expanduser()
+        root = path if path.is_absolute() else Path(workdir) / path
+        found = expand_systems(root)
+        if not found:
+            raise UserError(f"no deepmd/npy data (no type.raw) under {root}",
+                            f"init_data_sys[{i}]", "a directory made by init_bulk or dpdata")
+        out.append((i, found))
+    return out
 
 
 def _systems(ctx: IterContext, train_dir: Path) -> tuple[list[str], list[int]]:
@@ -40,13 +57,7 @@ def _systems(ctx: IterContext, train_dir: Path) -> tuple[list[str], list[int]]:
     sizes: list[int] = []
     for kind in ("data.init", "data.iters"):
         (train_dir / kind).mkdir(parents=True, exist_ok=True)
-    prefix = p.init_data_prefix
-    for i, entry in enumerate(p.init_data_sys):
-        root = ctx.resolve(os.path.join(prefix, entry) if prefix else entry)
-        found = expand_systems(root)
-        if not found:
-            raise UserError(f"no deepmd/npy data (no type.raw) under {root}",
-                            f"init_data_sys[{i}]", "a directory made by init_bulk or dpdata")
+    for i, found in init_data(ctx.workdir, p):
         spec = p.init_batch_size if isinstance(p.init_batch_size, str) else p.init_batch_size[i]
         for j, sys_dir in enumerate(found):
             name = f"init.{i:03d}.{j:03d}"
@@ -64,6 +75,15 @@ def _systems(ctx: IterContext, train_dir: Path) -> tuple[list[str], list[int]]:
                 systems.append(f"../data.iters/{name}")
                 sizes.append(auto_batch_size(sys_dir, spec))
     return systems, sizes
+
+
+def preflight(workdir: Path, p: RunParams) -> None:
+    """The iteration-0 gate before anything is written: ``sel`` against the neighbour counts of
+    the initial data and of every configuration the jobs explore."""
+    data = [d for _, found in init_data(workdir, p) for d in found]
+    sys_ids = sorted({s for job in p.model_devi_jobs for s in job.sys_idx})
+    confs = [model_devi.read_conf(p, c) for s in sys_ids for c in model_devi.conf_paths(workdir, p, s)]
+    check_sel(p.default_training_param, p.type_map, data, confs)
 
 
 def make(ctx: IterContext) -> None:
@@ -115,3 +135,29 @@ def post(ctx: IterContext) -> None:
         if not target.is_file():
             raise StageError(f"model {target} is missing after training")
         _relink(link, target)
+    _check_fit(ctx, manifest.get("copied", False))
+    if ctx.iteration > 0 and model_devi.slot_for(ctx) is None:
+        _validate_final(ctx)
+
+
+def _check_fit(ctx: IterContext, copied: bool) -> None:
+    """Each model's fit to its training data (lcurve.out); the iteration-0 gate warns on a bad one."""
+    if copied:
+        return
+    train_dir = ctx.stage_dir(0)
+    p = ctx.params
+    job = p.model_devi_jobs[0]
+    f_hi = min(p.trust(job, s)[1] for s in job.sys_idx)
+    report = fit_report([train_dir / f"{k:03d}" / "lcurve.out" for k in range(p.numb_models)],
+                        ctx.iteration, f_hi)
+    for w in report["warnings"]:
+        log.warning("WARNING %s", w)
+    atomic_write_json(train_dir / FIT_FILE, report)
+
+
+def _validate_final(ctx: IterContext) -> None:
+    """The final models explore nothing: their held-out figures are taken here."""
+    validation, _ = evaluate_committee(ctx, [])
+    if validation is not None:
+        log.info("final models (iteration %d) on %d held-out frames: force RMSE %.3g eV/Å",
+                 ctx.iteration, validation.nframes, validation.mean.force or float("nan"))

@@ -1,0 +1,174 @@
+"""One entry of ``model_devi_jobs`` (DP-GEN's keys plus max_iter / fatal_at_max / grow_nsteps), and
+the trust levels a job or the param may give (a value, a list by system, or a dict)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dpgen_ng.config.fields import (
+    Field,
+    as_bool,
+    as_float,
+    as_int,
+    either,
+    in_range,
+    list_of,
+    one_of,
+    parse_section,
+    positive,
+)
+from dpgen_ng.errors import UserError
+from dpgen_ng.explore.lammps import ENSEMBLES
+
+JOB_UNSUPPORTED = {
+    "template": "LAMMPS template jobs (template/rev_mat) are not supported yet",
+    "rev_mat": "LAMMPS template jobs (template/rev_mat) are not supported yet",
+    "sys_rev_mat": "LAMMPS template jobs (template/rev_mat) are not supported yet",
+    "pka_e": "PKA kicks are not supported yet",
+    "nbeads": "path-integral MD is not supported yet",
+    "neidelay": "remove it; not supported yet",
+    "s_t": "skip-training flags are not supported yet",
+    "sk_tr": "skip-training flags are not supported yet",
+    "skip_train": "skip-training flags are not supported yet",
+    "skip_training": "skip-training flags are not supported yet",
+    "model_devi_v_trust_lo": "per-job virial trust levels are not supported yet",
+    "model_devi_v_trust_hi": "per-job virial trust levels are not supported yet",
+}
+
+
+@dataclass(frozen=True)
+class TrustLevel:
+    """A trust level: one value, a list indexed by sys_configs index, or a dict keyed by it."""
+
+    default: float | None
+    per_system: dict[int, float] = field(default_factory=dict)
+
+    def for_system(self, sys_idx: int) -> float | None:
+        return self.per_system.get(sys_idx, self.default)
+
+    def as_json(self) -> Any:
+        if not self.per_system:
+            return self.default
+        return {str(k): v for k, v in sorted(self.per_system.items())}
+
+
+def parse_trust(value: Any, where: str) -> TrustLevel:
+    if value is None:
+        return TrustLevel(None)
+    if isinstance(value, (list, tuple)):
+        vals = [positive(as_float, strict=False)(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return TrustLevel(None, dict(enumerate(vals)))
+    if isinstance(value, dict):
+        per = {}
+        for k, v in value.items():
+            if not str(k).isdigit():
+                raise UserError(f"key {k!r}", where, "system indices as keys (e.g. \"0\")")
+            per[int(k)] = positive(as_float, strict=False)(v, f"{where}.{k}")
+        return TrustLevel(None, per)
+    return TrustLevel(positive(as_float, strict=False)(value, where))
+
+
+@dataclass(frozen=True)
+class ExploreJob:
+    """One entry of ``model_devi_jobs``: MD runs of every conf of ``sys_idx`` at each T × P."""
+
+    sys_idx: tuple[int, ...]
+    temps: tuple[float, ...]
+    press: tuple[float, ...]
+    trj_freq: int
+    nsteps: int
+    ensemble: str
+    dt: float | None = None
+    taut: float | None = None
+    taup: float | None = None
+    f_trust_lo: TrustLevel | None = None
+    f_trust_hi: TrustLevel | None = None
+    max_iter: int | None = None
+    fatal_at_max: bool = True
+    grow_nsteps: GrowNsteps | None = None
+
+
+@dataclass(frozen=True)
+class GrowNsteps:
+    """ArcaNN's heuristic for a repeated job: after an iteration with an accurate ratio of at least
+    ``if_accurate_above``, the next repeat runs ``factor`` times longer, up to ``max_factor`` × nsteps."""
+
+    factor: int = 2
+    max_factor: int = 4
+    if_accurate_above: float = 0.8
+
+
+_GROW_FIELDS = {
+    "factor": Field(in_range(as_int, 2, 100), default=2),
+    "max_factor": Field(in_range(as_int, 1, 10**4), default=4),
+    "if_accurate_above": Field(in_range(as_float, 0.0, 1.0), default=0.8),
+}
+
+
+def _grow_nsteps(value: Any, where: str) -> GrowNsteps | None:
+    if isinstance(value, bool):
+        return GrowNsteps() if value else None
+    return GrowNsteps(**parse_section(value, _GROW_FIELDS, where))
+
+
+_JOB_FIELDS = {
+    "sys_idx": Field(list_of(in_range(as_int, 0, 10**6), min_len=1), doc="list of sys_configs indices"),
+    "temps": Field(list_of(positive(as_float), min_len=1), aliases=("Ts",), doc="list of temperatures (K)"),
+    "press": Field(list_of(as_float), default=list, aliases=("Ps",), doc="list of pressures (bar)"),
+    "trj_freq": Field(positive(as_int), aliases=("t_freq", "traj_freq"),
+                      doc="dump/deviation interval in steps"),
+    "nsteps": Field(positive(as_int), doc="number of MD steps"),
+    "ensemble": Field(one_of(*ENSEMBLES), aliases=("ens",), doc="one of " + ", ".join(ENSEMBLES)),
+    "dt": Field(either(positive(as_float), lambda v, w: None if v is None else as_float(v, w),
+                       expected="a positive time step (ps)"), default=None),
+    "taut": Field(positive(as_float), default=None),
+    "taup": Field(positive(as_float), default=None),
+    "model_devi_f_trust_lo": Field(parse_trust, default=None),
+    "model_devi_f_trust_hi": Field(parse_trust, default=None),
+    "max_iter": Field(positive(as_int), default=None,
+                      doc="repeat the job until the convergence criteria hold, at most this often"),
+    "fatal_at_max": Field(as_bool, default=None),
+    "grow_nsteps": Field(_grow_nsteps, default=None),
+}
+
+
+def parse_job(value: Any, where: str) -> ExploreJob:
+    d = parse_section(value, _JOB_FIELDS, where, JOB_UNSUPPORTED)
+    ens = ENSEMBLES[d["ensemble"]]
+    if ens.needs_press and not d["press"]:
+        raise UserError(f"ensemble '{d['ensemble']}' needs pressures", f"{where}.press",
+                        "a non-empty list of pressures (bar)")
+    if len(set(d["sys_idx"])) != len(d["sys_idx"]):
+        raise UserError("repeated system index", f"{where}.sys_idx", "unique indices")
+    for key in ("fatal_at_max", "grow_nsteps"):
+        if d[key] is not None and d["max_iter"] is None:
+            raise UserError(f"'{key}' without max_iter", f"{where}.{key}",
+                            "a max_iter in the same job (it applies to repeated jobs only)")
+    return ExploreJob(
+        sys_idx=tuple(d["sys_idx"]),
+        temps=tuple(d["temps"]),
+        # DP-GEN examples give press for nvt too; it does not apply there (one task per T)
+        press=tuple(d["press"]) if d["press"] and ens.needs_press else (),
+        trj_freq=d["trj_freq"],
+        nsteps=d["nsteps"],
+        ensemble=d["ensemble"],
+        dt=d["dt"],
+        taut=d["taut"],
+        taup=d["taup"],
+        f_trust_lo=d["model_devi_f_trust_lo"],
+        f_trust_hi=d["model_devi_f_trust_hi"],
+        max_iter=d["max_iter"],
+        fatal_at_max=True if d["fatal_at_max"] is None else d["fatal_at_max"],
+        grow_nsteps=d["grow_nsteps"],
+    )
+
+
+def job_json(job: ExploreJob) -> dict[str, Any]:
+    """One exploration job as plain JSON (unset optional keys left out)."""
+    out = {}
+    for k, v in job.__dict__.items():
+        if v is None or v == () or (k == "fatal_at_max" and job.max_iter is None):
+            continue
+        out[k] = v.as_json() if isinstance(v, TrustLevel) else v.__dict__ if isinstance(v, GrowNsteps) else v
+    return out

@@ -1,0 +1,155 @@
+"""Convergence end to end on the real engines (dp, lmp, xtb) with tiny settings: a run that
+repeats a job up to max_iter, moves on and stops because it converged; a job that hits max_iter
+with fatal_at_max; and a run killed after convergence was decided but before its record line was
+written, which resumes to the same stop.
+
+The trust levels are set per job so that the outcome does not hang on how good 100-step models
+are: job 0 (trust_lo 0.001 eV/Å) can never be accurate, job 1 (trust_lo 4 eV/Å) always is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dpgen_ng.failpoint import ENV as KILL_AT
+from dpgen_ng.summary import read_summary
+from tests.test_e2e import calls, dpgen, record, setup_workdir, write_json
+
+pytestmark = [pytest.mark.slow, pytest.mark.engine]
+
+NEVER = {"model_devi_f_trust_lo": 0.001, "model_devi_f_trust_hi": 5.0}
+ALWAYS = {"model_devi_f_trust_lo": 4.0, "model_devi_f_trust_hi": 5.0}
+VALID = "valid/CH4.POSCAR.01x01x01/02.md/sys-0004-0001/deepmd"
+
+
+def job(**extra) -> dict:
+    return {"sys_idx": [0], "temps": [300], "trj_freq": 10, "nsteps": 300, "ensemble": "nvt", **extra}
+
+
+def converge_workdir(path: Path, jobs: list[dict], validation: bool = True) -> Path:
+    """The e2e work dir (2 models) with ``jobs``, a fixed-levels criterion and, with
+    ``validation``, a held-out set made by init_bulk (xtb MD) and a validation criterion."""
+    work = setup_workdir(path)
+    p = json.loads((work / "param.json").read_text())
+    p.update(numb_models=2, model_devi_jobs=jobs, fp_task_max=4,
+             convergence=[{"type": "fixed-levels", "conv_accuracy": 0.9}])
+    init = json.loads((work / "init.json").read_text())
+    assert dpgen("init_bulk", "init.json", "machine.json", cwd=work).returncode == 0
+    if validation:
+        valid = dict(init, stages=[2, 3, 4], pert_numb=2, pert_atom=0.05, md_nstep=5, md_temp=300,
+                     md_dt=0.5, seed=11, from_poscar_path="../CH4.POSCAR")
+        write_json(work / "valid.json", valid)
+        made = dpgen("init_bulk", "valid.json", "machine.json", "-w", "valid", cwd=work)
+        assert made.returncode == 0, made.stderr
+        p["validation_data_sys"] = [VALID]
+        p["convergence"].append({"type": "validation", "force_rmse": 100.0})
+    write_json(work / "param.json", p)
+    return work
+
+
+@pytest.fixture(scope="module")
+def converged(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    work = converge_workdir(tmp_path_factory.mktemp("converged"),
+                            [job(max_iter=2, fatal_at_max=False, **NEVER), job(max_iter=2, **ALWAYS)])
+    run = dpgen("run", "param.json", "machine.json", cwd=work)
+    return work, run
+
+
+def test_repeats_moves_on_and_stops_converged(converged):
+    work, run = converged
+    assert run.returncode == 0, run.stdout + run.stderr
+    # job 0 twice (max_iter 2, not fatal), then job 1 once: converged, no final training
+    assert record(work)[-1] == "2 8" and not (work / "iter.000003").exists()
+    summaries = [read_summary(work, it) for it in range(3)]
+    assert [(s.job, s.repeat, s.converged) for s in summaries] == [(0, 0, False), (0, 1, False), (1, 0, True)]
+    assert summaries[0].systems["000"].trust.f_lo == 0.001 and summaries[2].systems["000"].trust.f_lo == 4.0
+    assert summaries[0].systems["000"].accurate == 0 and summaries[2].systems["000"].accurate_ratio == 1.0
+    # fresh velocities for the repeat: the two iterations of job 0 explored different frames
+    a, b = (json.loads((work / f"iter.00000{i}" / "02.fp" / "selection.json").read_text()) for i in (0, 1))
+    assert a["systems"]["000"]["picked"] != b["systems"]["000"]["picked"]
+    # the committee of every iteration on the held-out set, and the calibration on the new labels
+    for s in summaries:
+        assert s.validation is not None and s.validation.nframes == 15 and len(s.validation.models) == 2
+        assert 0 < s.validation.mean.force < 100
+    assert summaries[0].calibration.nframes == summaries[0].labeled == 4
+    assert summaries[2].calibration is None and summaries[2].labeled == 0
+    assert [v.criterion for v in summaries[2].verdicts] == ["fixed-levels", "validation"]
+    out = run.stdout
+    assert ("status: converged at iteration 2 (model_devi_jobs[1], repeat 0): fixed-levels: accurate "
+            "100.0 % ≥ 90.0 %; validation: force RMSE") in out
+    assert "final models in iter.000002/00.train" in out
+
+
+def test_status_json_and_a_second_run_changes_nothing(converged):
+    work, run = converged
+    status = json.loads(dpgen("status", "--json", str(work), cwd=work).stdout)
+    assert status["stop_kind"] == "converged"
+    assert status["stop_reason"].startswith("converged at iteration 2")
+    assert [r["converged"] for r in status["iterations"]] == [False, False, True]
+    assert [(r["job"], r["run"]) for r in status["iterations"]] == [(0, 1), (0, 2), (1, 1)]
+    assert status["iterations"][0]["systems"]["000"]["trust"]["f_lo"] == 0.001
+    assert status["iterations"][1]["validation"]["mean"]["force"] > 0
+    text = dpgen("status", str(work), cwd=work).stdout
+    assert "0.001–5" in text and "4–5" in text and " yes" in text
+    before = calls(work)
+    again = dpgen("run", "param.json", "machine.json", cwd=work)
+    assert again.returncode == 0 and calls(work) == before
+    assert again.stdout.splitlines()[-1] == run.stdout.splitlines()[-1]
+
+
+def test_max_iter_with_fatal_at_max_stops_with_an_error(tmp_path):
+    work = converge_workdir(tmp_path / "fatal", [job(max_iter=1, **NEVER), job(**ALWAYS)], validation=False)
+    run = dpgen("run", "param.json", "machine.json", cwd=work)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert record(work)[-1] == "0 8" and not (work / "iter.000001").exists()
+    assert "status: stopped: model_devi_jobs[0] reached max_iter 1 in iteration 0 without converging " \
+           "(fatal_at_max): fixed-levels: accurate 0.0 % < 90.0 %" in run.stdout
+    status = json.loads(dpgen("status", "--json", str(work), cwd=work).stdout)
+    assert status["stop_kind"] == "max_iter" and status["iterations"][0]["converged"] is False
+
+
+def test_killed_after_convergence_was_decided_resumes_to_the_same_stop(tmp_path):
+    work = converge_workdir(tmp_path / "killed", [job(**ALWAYS)])
+    env = dict(os.environ, **{KILL_AT: "before-record:0:8"})
+    killed = subprocess.run([sys.executable, "-m", "dpgen_ng.cli", "run", "param.json", "machine.json"],
+                            cwd=work, capture_output=True, text=True, env=env)
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    # post_fp had finished: the verdict is on disk, the record line is not
+    assert record(work)[-1] == "0 7"
+    decided = read_summary(work, 0)
+    assert decided is not None and decided.converged is True
+    validation = (work / "iter.000000" / "00.train" / "validation.json").read_text()
+    before = calls(work)
+
+    again = dpgen("run", "param.json", "machine.json", cwd=work)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert record(work)[-1] == "0 8"
+    assert read_summary(work, 0) == decided  # post_fp ran again and judged the same way
+    assert (work / "iter.000000" / "00.train" / "validation.json").read_text() == validation  # reused
+    assert calls(work) == before  # no engine task ran again
+    assert "status: converged at iteration 0 (model_devi_jobs[0], repeat 0)" in again.stdout
+    status = json.loads(dpgen("status", "--json", str(work), cwd=work).stdout)
+    assert status["stop_kind"] == "converged"
+
+
+def test_sel_below_the_neighbour_counts_is_refused_before_anything_is_written(tmp_path):
+    work = setup_workdir(tmp_path / "sel")
+    assert dpgen("init_bulk", "init.json", "machine.json", cwd=work).returncode == 0
+    p = json.loads((work / "param.json").read_text())
+    p["default_training_param"]["model"]["descriptor"]["sel"] = [3, 1]  # CH4: 4 H within 6 Å
+    write_json(work / "param.json", p)
+    log = (work / "dpgen.log").read_text()
+    run = dpgen("run", "param.json", "machine.json", cwd=work)
+    assert run.returncode == 2, run.stdout + run.stderr
+    line = run.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: sel [3, 1] is below the neighbour counts of the initial data "
+                           "(DeePMD-kit's neighbour statistics within rcut 6 Å: up to [4, 1]) at "
+                           "default_training_param.model.descriptor.sel: at least [4, 1], or \"auto\"")
+    assert not (work / "record.dpgen").exists() and not (work / "iter.000000").exists()
+    assert (work / "dpgen.log").read_text() == log
