@@ -1,7 +1,7 @@
 """Convergence end to end on the real engines (dp, lmp, xtb) with tiny settings: a run that
-repeats a job up to max_iter, moves on and stops because it converged; a job that hits max_iter
-with fatal_at_max; and a run killed after convergence was decided but before its record line was
-written, which resumes to the same stop.
+repeats a job up to max_iter, moves on and stops because it converged — first killed after the
+last iteration was judged but before its record line was written, then resumed to the same
+stop; a job that hits max_iter with fatal_at_max; and the sel gate.
 
 The trust levels are set per job so that the outcome does not hang on how good 100-step models
 are: job 0 (trust_lo 0.001 eV/Å) can never be accurate, job 1 (trust_lo 4 eV/Å) always is.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,22 +27,32 @@ pytestmark = [pytest.mark.slow, pytest.mark.engine]
 NEVER = {"model_devi_f_trust_lo": 0.001, "model_devi_f_trust_hi": 5.0}
 ALWAYS = {"model_devi_f_trust_lo": 4.0, "model_devi_f_trust_hi": 5.0}
 VALID = "valid/CH4.POSCAR.01x01x01/02.md/sys-0004-0001/deepmd"
+INIT_DATA = "CH4.POSCAR.01x01x01"
 
 
 def job(**extra) -> dict:
     return {"sys_idx": [0], "temps": [300], "trj_freq": 10, "nsteps": 300, "ensemble": "nvt", **extra}
 
 
-def converge_workdir(path: Path, jobs: list[dict], validation: bool = True) -> Path:
-    """The e2e work dir (2 models) with ``jobs``, a fixed-levels criterion and, with
-    ``validation``, a held-out set made by init_bulk (xtb MD) and a validation criterion."""
+@pytest.fixture(scope="module")
+def init_data(tmp_path_factory) -> Path:
+    """The initial data (init_bulk with xtb), made once for this module's work dirs."""
+    work = setup_workdir(tmp_path_factory.mktemp("init"))
+    made = dpgen("init_bulk", "init.json", "machine.json", cwd=work)
+    assert made.returncode == 0, made.stderr
+    return work / INIT_DATA
+
+
+def converge_workdir(path: Path, init_data: Path, jobs: list[dict], validation: bool = True) -> Path:
+    """The e2e work dir (2 models) with a copy of ``init_data``, ``jobs``, a fixed-levels criterion
+    and, with ``validation``, a held-out set made by init_bulk (xtb MD) and a validation criterion."""
     work = setup_workdir(path)
+    shutil.copytree(init_data, work / INIT_DATA)
     p = json.loads((work / "param.json").read_text())
     p.update(numb_models=2, model_devi_jobs=jobs, fp_task_max=4,
              convergence=[{"type": "fixed-levels", "conv_accuracy": 0.9}])
-    init = json.loads((work / "init.json").read_text())
-    assert dpgen("init_bulk", "init.json", "machine.json", cwd=work).returncode == 0
     if validation:
+        init = json.loads((work / "init.json").read_text())
         valid = dict(init, stages=[2, 3, 4], pert_numb=2, pert_atom=0.05, md_nstep=5, md_temp=300,
                      md_dt=0.5, seed=11, from_poscar_path="../CH4.POSCAR")
         write_json(work / "valid.json", valid)
@@ -54,16 +65,39 @@ def converge_workdir(path: Path, jobs: list[dict], validation: bool = True) -> P
 
 
 @pytest.fixture(scope="module")
-def converged(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    work = converge_workdir(tmp_path_factory.mktemp("converged"),
+def converged(tmp_path_factory, init_data) -> dict:
+    """Job 0 twice (max_iter 2, not fatal), then job 1, which converges. The first `dpgen run` is
+    killed (SIGKILL, by the failpoint) once post_fp of iteration 2 has finished and before its
+    record line is written; the second resumes."""
+    work = converge_workdir(tmp_path_factory.mktemp("converged"), init_data,
                             [job(max_iter=2, fatal_at_max=False, **NEVER), job(max_iter=2, **ALWAYS)])
+    env = dict(os.environ, **{KILL_AT: "before-record:2:8"})
+    killed = subprocess.run([sys.executable, "-m", "dpgen_ng.cli", "run", "param.json", "machine.json"],
+                            cwd=work, capture_output=True, text=True, env=env)
+    state = {"killed": killed, "record": record(work), "decided": read_summary(work, 2),
+             "validation": (work / "iter.000002" / "00.train" / "validation.json").read_text(),
+             "calls": calls(work)}
     run = dpgen("run", "param.json", "machine.json", cwd=work)
-    return work, run
+    return {"work": work, "run": run, **state}
+
+
+def test_killed_after_convergence_was_decided_resumes_to_the_same_stop(converged):
+    work = converged["work"]
+    assert converged["killed"].returncode == -9, converged["killed"].stderr
+    # post_fp had finished: the verdict was on disk, the record line was not
+    assert converged["record"][-1] == "2 7"
+    assert converged["decided"] is not None and converged["decided"].converged is True
+    run = converged["run"]
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert record(work)[-1] == "2 8"
+    assert read_summary(work, 2) == converged["decided"]  # post_fp ran again and judged the same way
+    validation = (work / "iter.000002" / "00.train" / "validation.json").read_text()
+    assert validation == converged["validation"]  # the evaluation was reused
+    assert calls(work) == converged["calls"]  # no engine task ran again
 
 
 def test_repeats_moves_on_and_stops_converged(converged):
-    work, run = converged
-    assert run.returncode == 0, run.stdout + run.stderr
+    work, run = converged["work"], converged["run"]
     # job 0 twice (max_iter 2, not fatal), then job 1 once: converged, no final training
     assert record(work)[-1] == "2 8" and not (work / "iter.000003").exists()
     summaries = [read_summary(work, it) for it in range(3)]
@@ -87,7 +121,7 @@ def test_repeats_moves_on_and_stops_converged(converged):
 
 
 def test_status_json_and_a_second_run_changes_nothing(converged):
-    work, run = converged
+    work, run = converged["work"], converged["run"]
     status = json.loads(dpgen("status", "--json", str(work), cwd=work).stdout)
     assert status["stop_kind"] == "converged"
     assert status["stop_reason"].startswith("converged at iteration 2")
@@ -103,8 +137,9 @@ def test_status_json_and_a_second_run_changes_nothing(converged):
     assert again.stdout.splitlines()[-1] == run.stdout.splitlines()[-1]
 
 
-def test_max_iter_with_fatal_at_max_stops_with_an_error(tmp_path):
-    work = converge_workdir(tmp_path / "fatal", [job(max_iter=1, **NEVER), job(**ALWAYS)], validation=False)
+def test_max_iter_with_fatal_at_max_stops_with_an_error(init_data, tmp_path):
+    work = converge_workdir(tmp_path / "fatal", init_data, [job(max_iter=1, **NEVER), job(**ALWAYS)],
+                            validation=False)
     run = dpgen("run", "param.json", "machine.json", cwd=work)
     assert run.returncode == 1, run.stdout + run.stderr
     assert record(work)[-1] == "0 8" and not (work / "iter.000001").exists()
@@ -114,42 +149,17 @@ def test_max_iter_with_fatal_at_max_stops_with_an_error(tmp_path):
     assert status["stop_kind"] == "max_iter" and status["iterations"][0]["converged"] is False
 
 
-def test_killed_after_convergence_was_decided_resumes_to_the_same_stop(tmp_path):
-    work = converge_workdir(tmp_path / "killed", [job(**ALWAYS)])
-    env = dict(os.environ, **{KILL_AT: "before-record:0:8"})
-    killed = subprocess.run([sys.executable, "-m", "dpgen_ng.cli", "run", "param.json", "machine.json"],
-                            cwd=work, capture_output=True, text=True, env=env)
-    assert killed.returncode == -9, killed.stdout + killed.stderr
-    # post_fp had finished: the verdict is on disk, the record line is not
-    assert record(work)[-1] == "0 7"
-    decided = read_summary(work, 0)
-    assert decided is not None and decided.converged is True
-    validation = (work / "iter.000000" / "00.train" / "validation.json").read_text()
-    before = calls(work)
-
-    again = dpgen("run", "param.json", "machine.json", cwd=work)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert record(work)[-1] == "0 8"
-    assert read_summary(work, 0) == decided  # post_fp ran again and judged the same way
-    assert (work / "iter.000000" / "00.train" / "validation.json").read_text() == validation  # reused
-    assert calls(work) == before  # no engine task ran again
-    assert "status: converged at iteration 0 (model_devi_jobs[0], repeat 0)" in again.stdout
-    status = json.loads(dpgen("status", "--json", str(work), cwd=work).stdout)
-    assert status["stop_kind"] == "converged"
-
-
-def test_sel_below_the_neighbour_counts_is_refused_before_anything_is_written(tmp_path):
+def test_sel_below_the_neighbour_counts_is_refused_before_anything_is_written(init_data, tmp_path):
     work = setup_workdir(tmp_path / "sel")
-    assert dpgen("init_bulk", "init.json", "machine.json", cwd=work).returncode == 0
+    shutil.copytree(init_data, work / INIT_DATA)
     p = json.loads((work / "param.json").read_text())
     p["default_training_param"]["model"]["descriptor"]["sel"] = [3, 1]  # CH4: 4 H within 6 Å
     write_json(work / "param.json", p)
-    log = (work / "dpgen.log").read_text()
+    before = sorted(x.name for x in work.iterdir())
     run = dpgen("run", "param.json", "machine.json", cwd=work)
     assert run.returncode == 2, run.stdout + run.stderr
     line = run.stderr.strip().splitlines()[-1]
     assert line.startswith("error: sel [3, 1] is below the neighbour counts of the initial data "
                            "(DeePMD-kit's neighbour statistics within rcut 6 Å: up to [4, 1]) at "
                            "default_training_param.model.descriptor.sel: at least [4, 1], or \"auto\"")
-    assert not (work / "record.dpgen").exists() and not (work / "iter.000000").exists()
-    assert (work / "dpgen.log").read_text() == log
+    assert sorted(x.name for x in work.iterdir()) == before  # nothing written

@@ -31,6 +31,7 @@ def work(tmp_path_factory):
     machines = parse_machine(m)
     init = load_example("init.json")
     init["pert_numb"] = 10
+    init["pert_atom"] = 0.15  # the data the filter test below was written for (20-step models)
     report = init_bulk(parse_init_params(init, w), w, machines)
     assert report["collected"]["sys-0004-0001"] == {"frames": 11, "tasks_left_out": 0}
     p = load_example("param-dpgen.json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -11,8 +12,9 @@ from dpgen_ng.data import auto_batch_size, expand_systems
 from dpgen_ng.dispatch import TaskSpec
 from dpgen_ng.errors import StageError, UserError
 from dpgen_ng.io import atomic_write_json, relink
+from dpgen_ng.record import STAGE_DIRS
 from dpgen_ng.stages import model_devi
-from dpgen_ng.stages.context import IterContext, read_manifest, write_manifest
+from dpgen_ng.stages.context import LABELS_FILE, IterContext, read_manifest, write_manifest
 from dpgen_ng.stages.summarize import evaluate_committee
 from dpgen_ng.summary import read_summary
 from dpgen_ng.train import deepmd
@@ -32,7 +34,11 @@ def _should_copy(ctx: IterContext) -> int | None:
     if ctx.iteration == 0:
         return None
     prev = read_summary(ctx.workdir, ctx.iteration - 1)
-    added = prev.labeled if prev is not None else 0
+    if prev is not None:
+        added = prev.labeled
+    else:  # a work dir from before summaries existed
+        labels = ctx.iter_path(ctx.iteration - 1) / STAGE_DIRS[2] / LABELS_FILE
+        added = json.loads(labels.read_text())["labeled"] if labels.is_file() else 0
     return added if added < max(1, ctx.params.fp_task_min) else None
 
 

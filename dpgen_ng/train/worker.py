@@ -7,7 +7,7 @@ Tasks (``request["task"]``):
   max force deviation of the committee and its max RMS error against the labels (both from
   ``deepmd.infer.model_devi.calc_model_devi_f``).
 - ``neighbors``: DeePMD-kit's neighbour statistics (max neighbours per type within rcut) of
-  groups of deepmd/npy systems.
+  groups of deepmd/npy systems, with its NumPy implementation (no TensorFlow start-up).
 The parent (``train/evaluate.py``) turns these raw figures into RMSEs and calibration figures.
 """
 
@@ -76,7 +76,7 @@ def predict(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def neighbors(request: dict[str, Any]) -> dict[str, Any]:
-    from deepmd.tf.utils.neighbor_stat import NeighborStat
+    from deepmd.dpmodel.utils.neighbor_stat import NeighborStat
     from deepmd.utils.data_system import DeepmdDataSystem
 
     out = {}
