@@ -1,7 +1,8 @@
 """Convergence end to end on the real engines (dp, lmp, xtb) with tiny settings: a run that
-repeats a job up to max_iter, moves on and stops because it converged — first killed after the
-last iteration was judged but before its record line was written, then resumed to the same
-stop; a job that hits max_iter with fatal_at_max; and the sel gate.
+repeats a job up to max_iter, moves on and stops because it converged — picking its labels by
+farthest-point sampling (``fp_pick: fps``), killed once after the first picks were made and once
+after the last iteration was judged, both times before the record line was written, and resumed
+to the same picks and the same stop; a job that hits max_iter with fatal_at_max; and the sel gate.
 
 The trust levels are set per job so that the outcome does not hang on how good 100-step models
 are: job 0 (trust_lo 0.001 eV/Å) can never be accurate, job 1 (trust_lo 4 eV/Å) always is.
@@ -43,14 +44,15 @@ def init_data(tmp_path_factory) -> Path:
     return work / INIT_DATA
 
 
-def converge_workdir(path: Path, init_data: Path, jobs: list[dict], validation: bool = True) -> Path:
+def converge_workdir(path: Path, init_data: Path, jobs: list[dict], validation: bool = True,
+                     **extra) -> Path:
     """The e2e work dir (2 models) with a copy of ``init_data``, ``jobs``, a fixed-levels criterion
     and, with ``validation``, a held-out set made by init_bulk (xtb MD) and a validation criterion."""
     work = setup_workdir(path)
     shutil.copytree(init_data, work / INIT_DATA)
     p = json.loads((work / "param.json").read_text())
     p.update(numb_models=2, model_devi_jobs=jobs, fp_task_max=4,
-             convergence=[{"type": "fixed-levels", "conv_accuracy": 0.9}])
+             convergence=[{"type": "fixed-levels", "conv_accuracy": 0.9}], **extra)
     if validation:
         init = json.loads((work / "init.json").read_text())
         valid = dict(init, stages=[2, 3, 4], pert_numb=2, pert_atom=0.05, md_nstep=5, md_temp=300,
@@ -64,21 +66,45 @@ def converge_workdir(path: Path, init_data: Path, jobs: list[dict], validation: 
     return work
 
 
+def run_killed_at(work: Path, point: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, **{KILL_AT: point})
+    return subprocess.run([sys.executable, "-m", "dpgen_ng.cli", "run", "param.json", "machine.json"],
+                          cwd=work, capture_output=True, text=True, env=env)
+
+
 @pytest.fixture(scope="module")
 def converged(tmp_path_factory, init_data) -> dict:
-    """Job 0 twice (max_iter 2, not fatal), then job 1, which converges. The first `dpgen run` is
-    killed (SIGKILL, by the failpoint) once post_fp of iteration 2 has finished and before its
-    record line is written; the second resumes."""
+    """Job 0 twice (max_iter 2, not fatal), then job 1, which converges; labels picked by FPS.
+    The first `dpgen run` is killed (SIGKILL, by the failpoint) once make_fp of iteration 0 has
+    picked its frames and before its record line is written; the second once post_fp of
+    iteration 2 has finished and before its record line is written; the third resumes."""
     work = converge_workdir(tmp_path_factory.mktemp("converged"), init_data,
-                            [job(max_iter=2, fatal_at_max=False, **NEVER), job(max_iter=2, **ALWAYS)])
-    env = dict(os.environ, **{KILL_AT: "before-record:2:8"})
-    killed = subprocess.run([sys.executable, "-m", "dpgen_ng.cli", "run", "param.json", "machine.json"],
-                            cwd=work, capture_output=True, text=True, env=env)
+                            [job(max_iter=2, fatal_at_max=False, **NEVER), job(max_iter=2, **ALWAYS)],
+                            fp_pick="fps")
+    picked = run_killed_at(work, "before-record:0:6")
+    first = {"picked": picked, "record": record(work),
+             "selection": (work / "iter.000000" / "02.fp" / "selection.json").read_text()}
+    killed = run_killed_at(work, "before-record:2:8")
     state = {"killed": killed, "record": record(work), "decided": read_summary(work, 2),
              "validation": (work / "iter.000002" / "00.train" / "validation.json").read_text(),
              "calls": calls(work)}
     run = dpgen("run", "param.json", "machine.json", cwd=work)
-    return {"work": work, "run": run, **state}
+    return {"work": work, "run": run, "first": first, **state}
+
+
+def test_fps_picks_after_a_kill_are_the_same(converged):
+    """make_fp ran again after the first kill (its record line was missing) and picked the same
+    frames; the picks are the budget, spread over distinct frames."""
+    first, work = converged["first"], converged["work"]
+    assert first["picked"].returncode == -9, first["picked"].stderr
+    assert first["record"][-1] == "0 5"
+    again = (work / "iter.000000" / "02.fp" / "selection.json").read_text()
+    assert again == first["selection"]
+    sel = json.loads(again)
+    assert sel["fp_pick"] == "fps"
+    picks = sel["systems"]["000"]["picked"]
+    assert len(picks) == 4 == len({tuple(p) for p in picks})
+    assert sel["systems"]["000"]["candidate"] > 4  # a choice was made
 
 
 def test_killed_after_convergence_was_decided_resumes_to_the_same_stop(converged):

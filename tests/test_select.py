@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from dpgen_ng.explore.devi import read_model_devi
+from dpgen_ng.explore.pick import Candidates, RandomPick
 from dpgen_ng.explore.select import ACCURATE, CANDIDATE, FAILED, Trust, classify, fp_budget, select_system
 
 HEADER = ("#       step         max_devi_v         min_devi_v         avg_devi_v"
@@ -39,28 +40,44 @@ def test_fp_budget_soft_equals_hard():
     assert fp_budget(1.0, 7, 1.0, 1.0) == 0
 
 
+def uniform(seed: int):
+    """DP-GEN's draw: ``choose`` backed by the ``random`` strategy."""
+    rng = np.random.default_rng(seed)
+    return lambda idx, k: RandomPick().pick(Candidates(np.zeros(idx.size), idx, idx), k, rng)
+
+
 def test_select_system_seeded_sorted_bounded():
     rng_codes = np.random.default_rng(0).integers(0, 3, size=300)
     task = np.repeat(np.arange(3), 100)
     row = np.tile(np.arange(100), 3)
-    a = select_system(task, row, rng_codes, np.random.default_rng(5), 20, 1.0, 1.0)
-    b = select_system(task, row, rng_codes, np.random.default_rng(5), 20, 1.0, 1.0)
+    a = select_system(task, row, rng_codes, 20, 1.0, 1.0, uniform(5))
+    b = select_system(task, row, rng_codes, 20, 1.0, 1.0, uniform(5))
     assert np.array_equal(a.picked, b.picked)
     assert a.picked.shape == (20, 2)
     assert a.n_accurate + a.n_candidate + a.n_failed == 300
     keys = a.picked[:, 0] * 1000 + a.picked[:, 1]
     assert np.all(np.diff(keys) > 0)  # sorted, unique
     assert all(rng_codes[t * 100 + r] == CANDIDATE for t, r in a.picked)
-    c = select_system(task, row, rng_codes, np.random.default_rng(6), 20, 1.0, 1.0)
+    c = select_system(task, row, rng_codes, 20, 1.0, 1.0, uniform(6))
     assert not np.array_equal(a.picked, c.picked)
+
+
+def test_random_strategy_draws_what_dp_gen_semantics_drew():
+    """The default ``fp_pick`` keeps the picks of earlier releases (one seed, same frames)."""
+    codes = np.random.default_rng(1).integers(0, 3, size=500)
+    task, row = np.repeat(np.arange(5), 100), np.tile(np.arange(100), 5)
+    cand = np.flatnonzero(codes == CANDIDATE)
+    before = np.sort(np.random.default_rng(9).choice(cand, size=30, replace=False))
+    now = select_system(task, row, codes, 30, 1.0, 1.0, uniform(9))
+    assert now.picked.tolist() == np.stack([task[before], row[before]], axis=1).tolist()
 
 
 def test_select_fewer_candidates_than_budget_and_empty():
     codes = np.array([CANDIDATE, ACCURATE, CANDIDATE])
-    s = select_system(np.zeros(3, int), np.arange(3), codes, np.random.default_rng(0), 10, 1.0, 1.0)
+    s = select_system(np.zeros(3, int), np.arange(3), codes, 10, 1.0, 1.0, uniform(0))
     assert s.picked.tolist() == [[0, 0], [0, 2]]
-    e = select_system(np.zeros(0, int), np.zeros(0, int), np.zeros(0, np.int8), np.random.default_rng(0),
-                      10, 1.0, 1.0)
+    e = select_system(np.zeros(0, int), np.zeros(0, int), np.zeros(0, np.int8), 10, 1.0, 1.0,
+                      uniform(0))
     assert e.picked.shape == (0, 2) and e.n_total == 0
 
 

@@ -26,6 +26,7 @@ from dpgen_ng.config.fields import (
 from dpgen_ng.config.jobs import ExploreJob, TrustLevel, job_json, parse_job, parse_trust
 from dpgen_ng.converge.criteria import StopCriterion, parse_convergence
 from dpgen_ng.errors import UserError
+from dpgen_ng.explore.pick import PICKERS
 from dpgen_ng.explore.select import AdaptiveTrust
 from dpgen_ng.fp import labeler_names, split_labeler_keys
 from dpgen_ng.io import load_config
@@ -233,6 +234,8 @@ _FIELDS: dict[str, Field] = {
     "model_devi_jobs": Field(list_of(parse_job, min_len=1), doc="list of exploration jobs"),
     "fp_style": Field(as_str, doc="labeler name: " + ", ".join(labeler_names())),
     "fp_task_max": Field(positive(as_int, strict=False), doc="max candidates labeled per system"),
+    "fp_pick": Field(one_of(*PICKERS.names()), default="random",
+                     doc="which candidates to label: " + ", ".join(PICKERS.names())),
     "fp_task_min": Field(positive(as_int, strict=False), default=0),
     "fp_accurate_threshold": Field(in_range(as_float, 0.0, 1.0), default=1.0),
     "fp_accurate_soft_threshold": Field(in_range(as_float, 0.0, 1.0), default=None),
@@ -287,6 +290,7 @@ class RunParams:
     validation_data_prefix: str = ""
     validation_data_sys: tuple[str, ...] = ()
     convergence: tuple[StopCriterion, ...] = ()
+    fp_pick: str = "random"
 
     def training_param(self) -> dict[str, Any]:
         """A fresh deep copy of ``default_training_param`` (the settings are never mutated)."""
@@ -421,6 +425,7 @@ def parse_run_params(raw: dict[str, Any]) -> RunParams:
         fp_style=fp_style,
         fp_settings=fp_settings,
         fp_task_max=p["fp_task_max"],
+        fp_pick=p["fp_pick"],
         fp_task_min=p["fp_task_min"],
         fp_accurate_threshold=p["fp_accurate_threshold"],
         fp_accurate_soft_threshold=soft,

@@ -12,6 +12,7 @@ becomes the deviation of the last of them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,12 +130,13 @@ def select_system(
     task_index: np.ndarray,
     row_index: np.ndarray,
     codes: np.ndarray,
-    rng: np.random.Generator,
     task_max: int,
     soft: float,
     hard: float,
+    choose: Callable[[np.ndarray, int], np.ndarray],
 ) -> SystemSelection:
-    """Count classes and pick at most the budget of candidates at random (seeded).
+    """Count classes, work out the budget, and let ``choose(candidates, k)`` (positions of the
+    candidate frames, number to pick) say which ``k`` of them to label (an ``fp_pick`` strategy).
 
     Frames a filter rejected (SKIPPED) count as candidates for the accurate ratio, but are
     never picked: the budget is filled from the remaining candidates.
@@ -147,7 +149,12 @@ def select_system(
     ratio = n_acc / total if total else 0.0
     budget = fp_budget(ratio, task_max, soft, hard) if total else 0
     k = min(budget, cand.size)
-    chosen = np.sort(rng.choice(cand, size=k, replace=False)) if k else np.zeros(0, dtype=int)
+    if k == cand.size:  # no choice to make: every candidate (the strategy is not asked)
+        chosen = cand
+    else:
+        chosen = np.sort(cand[np.asarray(choose(cand, k), dtype=int)]) if k else np.zeros(0, dtype=int)
+    if np.unique(chosen).size != k:
+        raise ValueError(f"a selection strategy returned {np.unique(chosen).size} distinct picks, not {k}")
     picked = np.stack([task_index[chosen], row_index[chosen]], axis=1) if k else np.zeros((0, 2), int)
     order = np.lexsort((picked[:, 1], picked[:, 0])) if k else np.zeros(0, dtype=int)
     return SystemSelection(n_acc, int(cand.size), n_fail, n_skip, budget, picked[order])

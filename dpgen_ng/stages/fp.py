@@ -4,7 +4,9 @@ then judge the iteration (``stages/summarize.py``)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,20 +18,26 @@ from dpgen_ng.dispatch import TaskSpec
 from dpgen_ng.errors import StageError
 from dpgen_ng.explore import lammps
 from dpgen_ng.explore.filters import bad_box, min_distance_table, too_close
+from dpgen_ng.explore.pick import Candidates, Picker, picker
 from dpgen_ng.explore.select import (
+    ACCURATE,
     CANDIDATE,
     SKIPPED,
     SystemSelection,
     Trust,
     classify,
     classify_adaptive,
+    fp_budget,
     select_system,
 )
 from dpgen_ng.fp import Failure, Labeler, labeler_class
 from dpgen_ng.io import atomic_write_json, atomic_write_text, replace_dir
 from dpgen_ng.stages import model_devi
+from dpgen_ng.stages import train as train_stage
 from dpgen_ng.stages.context import LABELS_FILE, SELECTION_FILE, IterContext, read_manifest, write_manifest
-from dpgen_ng.stages.summarize import summarize
+from dpgen_ng.stages.summarize import committee, summarize
+from dpgen_ng.train import fingerprint
+from dpgen_ng.train.fingerprint import FrameSet
 from dpgen_ng.train.gate import exploration_warning
 
 log = logging.getLogger("dpgen_ng.fp")
@@ -119,6 +127,104 @@ def _write_tasks(fp_dir: Path, lab: Labeler, sys_idx: int, sel: SystemSelection,
     return tasks
 
 
+@dataclass
+class Staged:
+    """One system between classification and picking."""
+
+    sys_idx: int
+    frames: Frames
+    codes: np.ndarray
+    trust: Trust
+    features: np.ndarray | None = None  # fingerprints of the candidates, when the strategy needs them
+
+    @property
+    def tag(self) -> str:
+        return f"{self.sys_idx:03d}"
+
+    def order(self) -> np.ndarray:
+        """A total order of the frames (task × rows + row) that breaks ties between deviations."""
+        fr = self.frames
+        return fr.task.astype(np.int64) * (int(fr.row.max(initial=0)) + 1) + fr.row
+
+
+def _stage_system(ctx: IterContext, job: int, sys_idx: int, table: Any, copies: np.ndarray,
+                  trajs: Trajectories) -> Staged:
+    """Classify a system's frames, list its candidates, apply the sanity filters."""
+    p = ctx.params
+    mask = (table["sys_idx"] == sys_idx) & (table["step"] >= p.model_devi_skip) & ~copies
+    fr = Frames(table["task"][mask].astype(int), table["row"][mask].astype(int),
+                table["step"][mask].astype(int), table["max_devi_f"][mask], table["max_devi_v"][mask])
+    codes, trust = classify_system(ctx, job, sys_idx, fr)
+    cand = np.flatnonzero(codes == CANDIDATE)
+    atomic_write_text(ctx.stage_dir(2) / f"candidate.{sys_idx:03d}.out", "".join(
+        f"{trajs.md_tasks[fr.task[i]]['path']} {fr.step[i]}\n" for i in cand))
+    codes[cand[_rejected(p, cand, fr.task, fr.row, trajs)]] = SKIPPED
+    return Staged(sys_idx, fr, codes, trust)
+
+
+def _needs_choice(ctx: IterContext, st: Staged) -> bool:
+    """Whether the budget leaves a choice to make (fewer picks than candidates)."""
+    p = ctx.params
+    n_cand = int(np.count_nonzero(st.codes == CANDIDATE))
+    total = st.codes.size
+    ratio = np.count_nonzero(st.codes == ACCURATE) / total if total else 0.0
+    return 0 < fp_budget(ratio, p.fp_task_max, p.fp_accurate_soft_threshold, p.fp_accurate_threshold) < n_cand
+
+
+def _add_fingerprints(ctx: IterContext, staged: list[Staged], trajs: Trajectories) -> list[np.ndarray]:
+    """Fingerprints of the candidates of every system that has a choice to make, and of a seeded
+    sample of the training frames, with the first model of the committee (one child process)."""
+    groups: dict[str, FrameSet] = {}
+    members: dict[int, list[tuple[str, np.ndarray]]] = {}
+    for st in staged:
+        if not _needs_choice(ctx, st):
+            continue
+        cand = np.flatnonzero(st.codes == CANDIDATE)
+        for t in np.unique(st.frames.task[cand]):
+            at = cand[st.frames.task[cand] == t]
+            traj = trajs(int(t))
+            # a row past a truncated trajectory is skipped when its task is written; it only needs
+            # some fingerprint here
+            rows = np.minimum(st.frames.row[at], traj.get_nframes() - 1)
+            name = f"cand.{st.tag}.{int(t)}"
+            groups[name] = FrameSet(traj["coords"][rows], traj["cells"][rows], np.asarray(traj["atom_types"]))
+            members.setdefault(st.sys_idx, []).append((name, at))
+    if not groups:
+        return []
+    systems = [sys_dir for _, sys_dir, _ in train_stage.training_data(ctx)]
+    known = fingerprint.known_frames(systems, ctx.params.type_map, ctx.rng("fp-known"))
+    groups.update({f"known.{i}": fs for i, fs in enumerate(known)})
+    t0 = time.monotonic()
+    prints = fingerprint.compute(committee(ctx)[0], ctx.params.type_map, groups)
+    log.info("fingerprints of %d candidate(s) and %d training frame(s) in %.1f s",
+             sum(len(at) for parts in members.values() for _, at in parts),
+             sum(len(fs.coords) for fs in known), time.monotonic() - t0)
+    for st in staged:
+        parts = members.get(st.sys_idx)
+        if parts:
+            cand = np.flatnonzero(st.codes == CANDIDATE)
+            feats = np.zeros((cand.size, prints[parts[0][0]].shape[1]))
+            where = {int(c): i for i, c in enumerate(cand)}
+            for name, at in parts:
+                feats[[where[int(a)] for a in at]] = prints[name]
+            st.features = feats
+    return [prints[f"known.{i}"] for i in range(len(known))]
+
+
+def _chooser(strategy: Picker, st: Staged, rng: np.random.Generator,
+             known: np.ndarray | None) -> Callable[[np.ndarray, int], np.ndarray]:
+    """``choose(candidate positions, k)`` for :func:`select_system`, backed by the strategy."""
+    order = st.order()
+
+    def choose(idx: np.ndarray, k: int) -> np.ndarray:
+        with_features = st.features is not None
+        cand = Candidates(st.frames.max_f[idx], st.frames.task[idx], order[idx], st.features,
+                          known if with_features else None)
+        return strategy.pick(cand, k, rng)
+
+    return choose
+
+
 def make(ctx: IterContext) -> None:
     p = ctx.params
     slot = model_devi.slot_of(ctx)
@@ -128,35 +234,34 @@ def make(ctx: IterContext) -> None:
     table = np.load(md_dir / model_devi.DEVI_TABLE)
     trajs = Trajectories(md_dir, md_tasks, p.type_map)
     lab = labeler(ctx)
+    strategy = picker(p.fp_pick)
+    copies = _first_frame_copies(table, md_tasks)
+    staged = [_stage_system(ctx, slot.job, s, table, copies, trajs)
+              for s in p.model_devi_jobs[slot.job].sys_idx]
+    known = _add_fingerprints(ctx, staged, trajs) if strategy.needs_features else []
+    known_all = np.concatenate(known) if known else None
     summary: dict[str, Any] = {}
     fp_tasks: list[dict[str, Any]] = []
-    copies = _first_frame_copies(table, md_tasks)
-    for sys_idx in p.model_devi_jobs[slot.job].sys_idx:
-        mask = (table["sys_idx"] == sys_idx) & (table["step"] >= p.model_devi_skip) & ~copies
-        fr = Frames(table["task"][mask].astype(int), table["row"][mask].astype(int),
-                    table["step"][mask].astype(int), table["max_devi_f"][mask], table["max_devi_v"][mask])
-        codes, trust = classify_system(ctx, slot.job, sys_idx, fr)
-        cand = np.flatnonzero(codes == CANDIDATE)
-        tag = f"{sys_idx:03d}"
-        atomic_write_text(fp_dir / f"candidate.{tag}.out", "".join(
-            f"{md_tasks[fr.task[i]]['path']} {fr.step[i]}\n" for i in cand))
-        codes[cand[_rejected(p, cand, fr.task, fr.row, trajs)]] = SKIPPED
-        sel = select_system(fr.task, fr.row, codes, ctx.rng("fp", sys_idx), p.fp_task_max,
-                            p.fp_accurate_soft_threshold, p.fp_accurate_threshold)
-        _log_selection(tag, sel, trust, p)
-        tasks = _write_tasks(fp_dir, lab, sys_idx, sel, fr, trajs)
+    for st in staged:
+        fr = st.frames
+        choose = _chooser(strategy, st, ctx.rng("fp", st.sys_idx), known_all)
+        sel = select_system(fr.task, fr.row, st.codes, p.fp_task_max, p.fp_accurate_soft_threshold,
+                            p.fp_accurate_threshold, choose)
+        _log_selection(st.tag, sel, st.trust, p)
+        tasks = _write_tasks(fp_dir, lab, st.sys_idx, sel, fr, trajs)
         fp_tasks += tasks
-        summary[tag] = {
+        summary[st.tag] = {
             "accurate": sel.n_accurate, "candidate": sel.n_candidate, "failed": sel.n_failed,
             "skipped": sel.n_skipped, "total": sel.n_total, "accurate_ratio": sel.accurate_ratio,
-            "budget": sel.budget, "trust": trust.__dict__,
+            "budget": sel.budget, "trust": st.trust.__dict__,
             "picked": [[t["md_task"], t["step"]] for t in tasks],
         }
     warning = exploration_warning(ctx.iteration, summary, table["max_devi_f"])
     if warning:
         log.warning("WARNING %s", warning)
     atomic_write_json(fp_dir / SELECTION_FILE, {"iteration": ctx.iteration, "job": slot.job,
-                                                "repeat": slot.repeat, "systems": summary,
+                                                "repeat": slot.repeat, "fp_pick": p.fp_pick,
+                                                "systems": summary,
                                                 "warnings": [warning] if warning else []})
     write_manifest(fp_dir, fp_tasks, fp_style=p.fp_style)
 

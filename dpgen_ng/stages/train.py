@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from dpgen_ng.config.param import RunParams
@@ -56,30 +57,33 @@ def init_data(workdir: Path, p: RunParams) -> list[tuple[int, list[Path]]]:
     return out
 
 
-def _systems(ctx: IterContext, train_dir: Path) -> tuple[list[str], list[int]]:
-    """Link every training system under 00.train/data.{init,iters}; return paths and batch sizes."""
+def training_data(ctx: IterContext) -> Iterator[tuple[str, Path, str]]:
+    """Every system this iteration trains on: (link name under 00.train, deepmd/npy dir, batch
+    size spec): the initial data, then the labels of every earlier iteration."""
     p = ctx.params
-    systems: list[str] = []
-    sizes: list[int] = []
-    for kind in ("data.init", "data.iters"):
-        (train_dir / kind).mkdir(parents=True, exist_ok=True)
     for i, found in init_data(ctx.workdir, p):
         spec = p.init_batch_size if isinstance(p.init_batch_size, str) else p.init_batch_size[i]
         for j, sys_dir in enumerate(found):
-            name = f"init.{i:03d}.{j:03d}"
-            _relink(train_dir / "data.init" / name, sys_dir.resolve())
-            systems.append(f"../data.init/{name}")
-            sizes.append(auto_batch_size(sys_dir, spec))
+            yield f"data.init/init.{i:03d}.{j:03d}", sys_dir, spec
     for k in range(ctx.iteration):
-        fp_dir = ctx.iter_path(k) / "02.fp"
+        fp_dir = ctx.iter_path(k) / STAGE_DIRS[2]
         for data_dir in sorted(fp_dir.glob("data.[0-9][0-9][0-9]")):
             sys_idx = int(data_dir.name.split(".")[1])
             spec = p.sys_batch_size if isinstance(p.sys_batch_size, str) else p.sys_batch_size[sys_idx]
             for sys_dir in expand_systems(data_dir):
-                name = f"iter.{k:06d}.{data_dir.name}.{sys_dir.name}"
-                _relink(train_dir / "data.iters" / name, sys_dir.resolve())
-                systems.append(f"../data.iters/{name}")
-                sizes.append(auto_batch_size(sys_dir, spec))
+                yield f"data.iters/iter.{k:06d}.{data_dir.name}.{sys_dir.name}", sys_dir, spec
+
+
+def _systems(ctx: IterContext, train_dir: Path) -> tuple[list[str], list[int]]:
+    """Link every training system under 00.train/data.{init,iters}; return paths and batch sizes."""
+    systems: list[str] = []
+    sizes: list[int] = []
+    for kind in ("data.init", "data.iters"):
+        (train_dir / kind).mkdir(parents=True, exist_ok=True)
+    for name, sys_dir, spec in training_data(ctx):
+        _relink(train_dir / name, sys_dir.resolve())
+        systems.append(f"../{name}")
+        sizes.append(auto_batch_size(sys_dir, spec))
     return systems, sizes
 
 

@@ -6,6 +6,10 @@ Tasks (``request["task"]``):
   error and sum of squared force / virial errors, the same for the committee mean, and DeePMD-kit's
   max force deviation of the committee and its max RMS error against the labels (both from
   ``deepmd.infer.model_devi.calc_model_devi_f``).
+- ``fingerprints``: one vector per frame for the ``fp_pick`` strategies: DeePMD-kit's per-atom
+  descriptor (``DeepPot.eval_descriptor``) averaged over the atoms of each element, the elements'
+  means side by side; frames come in an ``.npz`` (``G.coords``, ``G.cells``, ``G.types`` per group
+  ``G``) and go out in another (``G``: shape (frames, elements × descriptor size)).
 - ``neighbors``: DeePMD-kit's neighbour statistics (max neighbours per type within rcut) of
   groups of deepmd/npy systems, with its NumPy implementation (no TensorFlow start-up).
 The parent (``train/evaluate.py``) turns these raw figures into RMSEs and calibration figures.
@@ -92,7 +96,41 @@ def neighbors(request: dict[str, Any]) -> dict[str, Any]:
     return {"groups": out}
 
 
-TASKS = {"predict": predict, "neighbors": neighbors}
+def _element_means(desc: np.ndarray, types: np.ndarray, ntypes: int) -> np.ndarray:
+    """(frames, atoms, d) descriptors → (frames, ntypes × d): the mean over each element's atoms
+    (zeros for an element the frame does not have)."""
+    out = np.zeros((desc.shape[0], ntypes, desc.shape[2]))
+    for t in range(ntypes):
+        here = types == t
+        if here.any():
+            out[:, t] = desc[:, here].mean(axis=1)
+    return out.reshape(desc.shape[0], -1)
+
+
+def fingerprints(request: dict[str, Any]) -> dict[str, Any]:
+    from deepmd.infer import DeepPot
+
+    model = DeepPot(request["model"])
+    ntypes = len(request["type_map"])
+    out = {}
+    with np.load(request["frames"]) as data:
+        for name in request["groups"]:
+            coords, cells, types = data[f"{name}.coords"], data[f"{name}.cells"], data[f"{name}.types"]
+            nf = coords.shape[0]
+            parts = []
+            for a in range(0, nf, CHUNK):
+                c = coords[a:a + CHUNK].reshape(-1, types.size * 3)
+                box = cells[a:a + CHUNK].reshape(-1, 9) if cells.size else None
+                desc = model.eval_descriptor(c, box, types.tolist())
+                parts.append(_element_means(np.reshape(desc, (c.shape[0], types.size, -1)), types, ntypes))
+            out[name] = np.concatenate(parts) if parts else np.zeros((0, 0))
+    tmp = request["out"] + ".tmp.npz"
+    np.savez(tmp, **out)
+    Path(tmp).replace(request["out"])
+    return {"groups": sorted(out)}
+
+
+TASKS = {"predict": predict, "neighbors": neighbors, "fingerprints": fingerprints}
 
 
 def main(argv: list[str]) -> int:
