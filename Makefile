@@ -10,7 +10,7 @@ DEMO_DIR   ?= demo-run
 PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup apt venv demo demo-cu test lint bench clean
+.PHONY: all setup apt venv demo demo-cu test lint bench bench-data clean
 
 all: test
 
@@ -56,6 +56,9 @@ lint: venv
 
 bench: setup
 	$(PY) bench/iteration.py
+
+bench-data: setup
+	$(PY) bench/data_efficiency.py
 
 clean:
 	rm -rf $(DEMO_DIR) build .pytest_cache .ruff_cache

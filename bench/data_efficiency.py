@@ -13,7 +13,12 @@ to reach ``--target`` (the labels behind the first committee at or below it; non
 and each strategy's ratio to ``random``. A figure, not a test. Runs are kept under ``--root`` and
 resumed: running again only runs what is missing.
 
-    python bench/data_efficiency.py [--root DIR] [--seeds 1 2 3] [--iters 3] [--budget 15] [--models 4]
+    python bench/data_efficiency.py [--root DIR] [--seeds 1 2 3] [--iters 3] [--budget 10] [--models 2]
+
+The defaults are the measured configuration of docs/param.md (about 8–12 min per run on 2 cores).
+The label budget goes through DP-GEN's accurate-ratio throttling of the example (soft 0.9, hard
+0.99), so a run may label fewer than ``--budget`` frames in an iteration; the labels axis counts
+what was labeled.
     python bench/data_efficiency.py --selection-cost [--frames 100000] [--root DIR]
 """
 
@@ -165,8 +170,8 @@ def main() -> None:
     ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES))
     ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     ap.add_argument("--iters", type=int, default=3, help="exploration iterations per run")
-    ap.add_argument("--budget", type=int, default=15, help="fp_task_max: labels per iteration")
-    ap.add_argument("--models", type=int, default=4, help="numb_models (2 halves the training time)")
+    ap.add_argument("--budget", type=int, default=10, help="fp_task_max: labels per iteration")
+    ap.add_argument("--models", type=int, default=2, help="numb_models (2: half the example's training time)")
     ap.add_argument("--target", type=float, nargs="+", default=[0.05, 0.04],
                     help="held-out force RMSE targets, eV/Å")
     ap.add_argument("--selection-cost", action="store_true")
