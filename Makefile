@@ -5,7 +5,7 @@ PYTHON     ?= python3
 VENV       := .venv
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.installed
-APT_PKGS   := python3-venv xtb cp2k quantum-espresso quantum-espresso-data slurmctld slurmd slurm-client munge openssh-server procps
+APT_PKGS   := python3-venv xtb cp2k quantum-espresso quantum-espresso-data slurmctld slurmd slurm-client munge openssh-server procps chromium
 DEMO_DIR   ?= demo-run
 PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -38,6 +38,7 @@ demo: setup
 	cd $(DEMO_DIR) && dpgen init_bulk init.json machine.json
 	cd $(DEMO_DIR) && dpgen init_bulk valid.json machine.json -w valid
 	cd $(DEMO_DIR) && time dpgen run param.json machine.json
+	cd $(DEMO_DIR) && dpgen report
 
 # fcc Cu: init_bulk (relax, perturb, AIMD with EMT), two iterations labeled with EMT, then
 # `dpgen test` of the final model against EMT (EOS, elastic constants, vacancy, surfaces)

@@ -1,4 +1,4 @@
-"""The ``dpgen`` command: run, check, status, init_bulk, test (alias autotest)."""
+"""The ``dpgen`` command: run, check, status, report, rollback, init_bulk, test (alias autotest)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import click
 
 from dpgen_ng import __version__
 from dpgen_ng.errors import StageError, UserError
+from dpgen_ng.interrupt import Interrupted, signals_raise
 from dpgen_ng.io import read_config_file
 from dpgen_ng.log import quiet_dpdispatcher, setup_logging
 
@@ -23,12 +24,17 @@ VERBOSE = click.option("-v", "--verbose", is_flag=True, help="Debug output on th
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """User mistakes → one line on stderr, exit 2. A stage that cannot complete → exit 1."""
+    """User mistakes → one line on stderr, exit 2. A stage that cannot complete → exit 1.
+    SIGINT / SIGTERM → one line saying where it stopped, exit 130 / 143."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with signals_raise():
+                return func(*args, **kwargs)
+        except Interrupted as exc:
+            click.echo(exc.line(), err=True)
+            sys.exit(exc.exit_code)
         except UserError as exc:
             click.echo(f"error: {exc.line()}", err=True)
             sys.exit(2)
@@ -114,8 +120,9 @@ def check_cmd(param: Path, machine: Path | None, workdir: Path) -> None:
 @click.argument("workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
                 required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--plot", is_flag=True, help="Also write the report's figures (as `dpgen report`).")
 @handle_errors
-def status_cmd(workdir: Path, as_json: bool) -> None:
+def status_cmd(workdir: Path, as_json: bool, plot: bool) -> None:
     """Per iteration: step reached, accurate / candidate / failed counts per system, labels
     added, and why the run stopped."""
     from dpgen_ng.status import collect_status, format_status
@@ -124,6 +131,50 @@ def status_cmd(workdir: Path, as_json: bool) -> None:
         raise UserError("no dpgen run here (no record.dpgen)", str(workdir), "a work dir of `dpgen run`")
     status = collect_status(workdir)
     click.echo(json.dumps(status, indent=2) if as_json else format_status(status))
+    if plot:
+        _report(workdir, None)
+
+
+@main.command("report")
+@click.argument("workdir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+                required=False)
+@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the PNGs and report.html go (default: WORKDIR/report).")
+@handle_errors
+def report_cmd(workdir: Path, out: Path | None) -> None:
+    """PNG figures of a run (deviation histograms with the trust levels, accurate / candidate /
+    failed ratios, labels, learning curves, validation, calibration, time per stage) and one
+    report.html that shows them, offline."""
+    _report(workdir, out)
+
+
+def _report(workdir: Path, out: Path | None) -> None:
+    from dpgen_ng.report import write_report
+
+    if not (workdir / "record.dpgen").exists():
+        raise UserError("no dpgen run here (no record.dpgen)", str(workdir), "a work dir of `dpgen run`")
+    click.echo(f"report: {write_report(workdir, out)}")
+
+
+@main.command("rollback")
+@click.argument("workdir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("target", metavar="ITER[:STEP]")
+@click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
+@handle_errors
+def rollback_cmd(workdir: Path, target: str, dry_run: bool) -> None:
+    """Make `dpgen run` continue at ITER[:STEP] (step 0-8 or a name such as run_fp; default 0), as
+    if the later steps had never finished. What they made is moved to .dpgen/rollback/NNN, not
+    deleted; finished tasks whose inputs do not change are taken back from there, not run again."""
+    from dpgen_ng.ledger import Ledger
+    from dpgen_ng.loop import WorkdirLock
+    from dpgen_ng.rollback import apply, make_plan, parse_target
+
+    plan = make_plan(workdir, parse_target(target))
+    if not dry_run:
+        with WorkdirLock(workdir), Ledger(workdir) as ledger:
+            apply(plan, ledger)
+    for line in plan.lines(dry_run):
+        click.echo(line)
 
 
 @main.command("init_bulk")

@@ -40,6 +40,13 @@ CREATE TABLE IF NOT EXISTS batches (
     state           TEXT NOT NULL,
     created         REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS steps (
+    iteration INTEGER NOT NULL,
+    step      INTEGER NOT NULL,
+    started   REAL NOT NULL,
+    ended     REAL NOT NULL,
+    PRIMARY KEY (iteration, step)
+);
 """
 
 STATES = ("made", "submitted", "finished", "failed")
@@ -199,6 +206,27 @@ class Ledger:
     def close_batch(self, batch_id: int, state: str = "done") -> None:
         with self._db:
             self._db.execute("UPDATE batches SET state = ? WHERE batch_id = ?", (state, batch_id))
+
+    def step_done(self, iteration: int, step: int, started: float, ended: float) -> None:
+        """The wall-clock span of one finished step (the last run of it wins)."""
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO steps (iteration, step, started, ended) "
+                             "VALUES (?, ?, ?, ?)", (iteration, step, started, ended))
+
+    def forget_after(self, iteration: int, step: int) -> None:
+        """Drop the step times and open batches from (iteration, step) on (a rollback)."""
+        with self._db:
+            self._db.execute("DELETE FROM steps WHERE iteration > ? OR (iteration = ? AND step >= ?)",
+                             (iteration, iteration, step))
+            self._db.execute(
+                "UPDATE batches SET state = 'abandoned' WHERE state = 'open' AND (iteration > ? OR "
+                "(iteration = ? AND stage IN (SELECT value FROM json_each(?))))",
+                (iteration, iteration, json.dumps(["train", "model_devi", "fp"][step // 3:])))
+
+    def step_times(self) -> dict[tuple[int, int], float]:
+        """Seconds each finished step took, by (iteration, step)."""
+        rows = self._db.execute("SELECT iteration, step, ended - started FROM steps").fetchall()
+        return {(r[0], r[1]): float(r[2]) for r in rows}
 
     def meta_get(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

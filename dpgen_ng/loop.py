@@ -13,6 +13,7 @@ from dpgen_ng.config.machine import MachineSettings
 from dpgen_ng.config.param import RunParams
 from dpgen_ng.converge.schedule import StopReason, after_iteration, exhausted, next_slot
 from dpgen_ng.errors import UserError
+from dpgen_ng.interrupt import Interrupted
 from dpgen_ng.ledger import Ledger
 from dpgen_ng.record import STEPS, append_record, iter_name, next_step, read_record
 from dpgen_ng.stages import fp, model_devi, train
@@ -87,15 +88,20 @@ def run_loop(workdir: Path, params: RunParams, machines: MachineSettings) -> Sto
                 (log.info if stop.exit_code == 0 else log.error)(stop.text)
                 return stop
             ctx = IterContext(workdir, it, params, machines, ledger)
-            t0 = time.monotonic()
+            t0, wall0 = time.monotonic(), time.time()
             log.info("%s %d %s", iter_name(it), step, STEPS[step])
             try:
                 STEP_FUNCS[step](ctx)
+            except Interrupted as exc:
+                exc.where = f"{iter_name(it)} step {step} ({STEPS[step]})"
+                _set_stop(ledger, "interrupted", f"interrupted ({exc.name}) in {exc.where}")
+                raise
             except Exception as exc:
                 first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 _set_stop(ledger, "error", f"stopped in {iter_name(it)} step {step} ({STEPS[step]}): {first}")
                 raise
             failpoint.reach(f"before-record:{it}:{step}")
             append_record(workdir, it, step)
+            ledger.step_done(it, step, wall0, time.time())
             log.debug("%s %s took %.1f s", iter_name(it), STEPS[step], time.monotonic() - t0)
             last = (it, step)

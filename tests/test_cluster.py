@@ -21,6 +21,7 @@ import pytest
 
 from dpgen_ng.config.machine import parse_stage
 from dpgen_ng.dispatch import Dispatcher, TaskSpec
+from dpgen_ng.dispatch.progress import Watch
 from dpgen_ng.errors import StageError
 from dpgen_ng.ledger import Ledger
 from tests.conftest import EXAMPLE, INFRA, SCHED_DIR, write_json
@@ -300,3 +301,38 @@ def test_pbs_and_lsf_through_emulators(flavor, tmp_path, monkeypatch):
         assert all(led.get(r.task_id).job_id for r in res)
     submitted = len([d for d in (tmp_path / "state" / flavor).iterdir() if d.name.isdigit()])
     assert submitted == 4  # three jobs, and the failing one once more (retry_count 1)
+
+
+def test_progress_reads_the_remote_tail_over_ssh(sched, tmp_path, monkeypatch, caplog):
+    """The step in a running task's lcurve.out on the cluster side reaches the progress line
+    (over the SSH context's SFTP channel). The task only ends once that line was logged: it waits
+    for a file the log handler writes into its remote directory."""
+    import logging
+
+    monkeypatch.setenv("DPGEN_PROGRESS_SECONDS", "0.5")
+    base = tmp_path / "stage"
+    body = ('echo "7 0.1" > lcurve.out; i=0; while [ ! -f go ] && [ $i -lt 600 ]; do sleep 0.1; '
+            'i=$((i + 1)); done; if [ -f go ]; then echo released; else echo timeout; fi > out.txt')
+    specs = [dataclasses.replace(s, watch=Watch("lcurve.out", 10)) for s in shell_tasks(base, [body])]
+    st = slurm_stage(tmp_path, sched, ssh=True)
+    remote = Path(st.machine["remote_root"])
+    seen: list[str] = []
+
+    class Release(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "steps 7/10" in record.getMessage() and not seen:
+                seen.append(record.getMessage())
+                for task in remote.glob("*/task.000"):
+                    (task / "go").write_text("")
+
+    handler = Release()
+    logging.getLogger("dpgen_ng.progress").addHandler(handler)
+    caplog.set_level(logging.INFO, logger="dpgen_ng.progress")
+    try:
+        with Ledger(tmp_path) as led:
+            res = Dispatcher(tmp_path, st, led).run(0, "train", base, specs)
+    finally:
+        logging.getLogger("dpgen_ng.progress").removeHandler(handler)
+    assert [r.rc for r in res] == [0]
+    assert seen and seen[0].startswith("train: 0/1 task(s) done, 1 running (steps 7/10)"), seen
+    assert (base / "task.000" / "out.txt").read_text() == "released\n"  # not the task's own limit

@@ -51,12 +51,14 @@ class Driver:
         on_job_done: Callable[[Batch, Any], None],
         ratio_unfinished: float = 0.0,
         reconnect_timeout: float = 1800.0,
+        on_tick: Callable[[list[Batch]], None] | None = None,
     ) -> None:
         self.interval = interval
         self.on_submitted = on_submitted
         self.on_job_done = on_job_done
         self.ratio_unfinished = ratio_unfinished
         self.reconnect_timeout = reconnect_timeout
+        self.on_tick = on_tick
         self._batches: list[Batch] = []
 
     def _revive(self) -> None:
@@ -188,6 +190,8 @@ class Driver:
         while self._harvest(batches):
             if self._give_up_stragglers(batches):
                 break
+            if self.on_tick is not None:
+                self.on_tick(batches)
             time.sleep(self.interval)
             for batch in batches:
                 self._poll(batch)

@@ -20,7 +20,11 @@ from typing import Any
 
 from dpgen_ng.config.machine import StageMachine
 from dpgen_ng.dispatch.driver import Batch, Driver
+from dpgen_ng.dispatch.local_stop import stop_jobs
+from dpgen_ng.dispatch.progress import Meter, Running, Watch
+from dpgen_ng.dispatch.reuse import archives, restore_task
 from dpgen_ng.errors import StageError, UserError
+from dpgen_ng.interrupt import Interrupted
 from dpgen_ng.io import relink, tail
 from dpgen_ng.ledger import Ledger, TaskUpdate
 
@@ -39,6 +43,7 @@ class TaskSpec:
     backward_files: tuple[str, ...]
     outlog: str = "log"
     errlog: str = "err"
+    watch: Watch | None = None  # a file whose last line tells how far the running task is
 
 
 @dataclass(frozen=True)
@@ -198,6 +203,13 @@ class Dispatcher:
         :class:`StageError` names each failed task's directory, exit code and stderr tail.
         """
         run = _StageRun(self.workdir, iteration, stage, Path(work_base).resolve(), specs, allow_failures)
+        found_in = archives(self.ledger)
+        if found_in:
+            back = [s for s in specs if not run.done(s) and restore_task(
+                self.workdir, found_in, run.where(s.path), run.work_base / s.path, run.ids[s.path], RC_FILE)]
+            if back:
+                log.info("%s: %d finished task(s) with the same inputs taken back from the rollback "
+                         "archive", stage, len(back))
         self.ledger.update(run.settled(s) for s in specs if run.done(s))
         pending = [s for s in specs if not run.done(s)]
         if pending:
@@ -275,9 +287,36 @@ class Dispatcher:
         if ratio and not run.allow_failures:
             log.warning("%s: ratio_unfinished is ignored: every %s task must succeed", run.stage, run.stage)
             ratio = 0.0
-        Driver(st.check_interval, on_submitted, on_job_done, ratio).drive(batches)
+        meter = Meter(run.stage, len(run.specs), len(run.specs) - len(pending))
+
+        def on_tick(batches: list[Batch]) -> None:
+            left = [(b, t) for b in batches for j in b.submission.belonging_jobs
+                    if j.job_hash not in b.harvested for t in j.job_task_list if t.task_work_path in ours]
+            running = [Running(b.submission.machine.context, run.work_base, t.task_work_path,
+                               ours[t.task_work_path].watch) for b, t in left]
+            meter.update(len(run.specs) - len(running), running)
+
+        try:
+            Driver(st.check_interval, on_submitted, on_job_done, ratio, on_tick=on_tick).drive(batches)
+        except Interrupted as exc:
+            self._settle(run.stage, batches, exc)
+            raise
+        finally:
+            meter.close()
         for batch in batches:
             self.ledger.close_batch(batch.batch_id)
+
+    def _settle(self, stage: str, batches: list[Batch], exc: Interrupted) -> None:
+        """On SIGINT / SIGTERM: stop the jobs of a local Shell batch (their engines ignore the
+        terminal's SIGINT and would run on unwatched); jobs under a scheduler or on a remote
+        machine go on, and the next run re-attaches to them. Both are noted on ``exc``."""
+        jobs = [str(j.job_id) for b in batches for j in b.submission.belonging_jobs
+                if j.job_hash not in b.harvested and j.job_id]
+        st = self.settings
+        if st.batch_type == "Shell" and st.machine["context_type"] in LOCAL_CONTEXTS:
+            exc.stopped += [(stage, j) for j in stop_jobs(jobs)]
+        else:
+            exc.left += [(stage, j, st.batch_type) for j in jobs]
 
     def _machine_dict(self, work_base: Path) -> dict:
         m = dict(self.settings.machine)

@@ -126,6 +126,14 @@ class SystemSelection:
         return self.n_accurate / self.n_total if self.n_total else 0.0
 
 
+def budget_of(codes: np.ndarray, task_max: int, soft: float, hard: float) -> int:
+    """DP-GEN's label budget of a system whose frames are classified as ``codes`` (0 if none)."""
+    total = codes.size
+    if not total:
+        return 0
+    return fp_budget(np.count_nonzero(codes == ACCURATE) / total, task_max, soft, hard)
+
+
 def select_system(
     task_index: np.ndarray,
     row_index: np.ndarray,
@@ -145,9 +153,7 @@ def select_system(
     n_skip = int(np.count_nonzero(codes == SKIPPED))
     cand = np.flatnonzero(codes == CANDIDATE)
     n_fail = int(np.count_nonzero(codes == FAILED))
-    total = codes.size
-    ratio = n_acc / total if total else 0.0
-    budget = fp_budget(ratio, task_max, soft, hard) if total else 0
+    budget = budget_of(codes, task_max, soft, hard)
     k = min(budget, cand.size)
     if k == cand.size:  # no choice to make: every candidate (the strategy is not asked)
         chosen = cand

@@ -20,14 +20,13 @@ from dpgen_ng.explore import lammps
 from dpgen_ng.explore.filters import bad_box, min_distance_table, too_close
 from dpgen_ng.explore.pick import Candidates, Picker, picker
 from dpgen_ng.explore.select import (
-    ACCURATE,
     CANDIDATE,
     SKIPPED,
     SystemSelection,
     Trust,
+    budget_of,
     classify,
     classify_adaptive,
-    fp_budget,
     select_system,
 )
 from dpgen_ng.fp import Failure, Labeler, labeler_class
@@ -58,6 +57,10 @@ class Frames:
     max_f: np.ndarray
     max_v: np.ndarray
 
+    def order(self) -> np.ndarray:
+        """A total order of the frames (task × rows + row) that breaks ties between deviations."""
+        return self.task.astype(np.int64) * (int(self.row.max(initial=0)) + 1) + self.row
+
 
 def _first_frame_copies(table: Any, md_tasks: list[dict[str, Any]]) -> np.ndarray:
     """MD runs of one conf at several T / P start from the same structure: their first frames are
@@ -82,8 +85,7 @@ def classify_system(ctx: IterContext, job_index: int, sys_idx: int,
     adapt_v = p.adaptive.numb_v > 0 or p.adaptive.perc_v > 0
     if v_hi is None and adapt_v:
         v_hi = float("inf")  # DP-GEN's default upper virial level: none
-    order = fr.task.astype(np.int64) * (int(fr.row.max(initial=0)) + 1) + fr.row
-    codes, used = classify_adaptive(fr.max_f, fr.max_v, order, f_hi, v_hi, p.adaptive)
+    codes, used = classify_adaptive(fr.max_f, fr.max_v, fr.order(), f_hi, v_hi, p.adaptive)
 
     def finite(x: float | None) -> float | None:
         return x if x is not None and np.isfinite(x) else None
@@ -141,11 +143,6 @@ class Staged:
     def tag(self) -> str:
         return f"{self.sys_idx:03d}"
 
-    def order(self) -> np.ndarray:
-        """A total order of the frames (task × rows + row) that breaks ties between deviations."""
-        fr = self.frames
-        return fr.task.astype(np.int64) * (int(fr.row.max(initial=0)) + 1) + fr.row
-
 
 def _stage_system(ctx: IterContext, job: int, sys_idx: int, table: Any, copies: np.ndarray,
                   trajs: Trajectories) -> Staged:
@@ -166,9 +163,8 @@ def _needs_choice(ctx: IterContext, st: Staged) -> bool:
     """Whether the budget leaves a choice to make (fewer picks than candidates)."""
     p = ctx.params
     n_cand = int(np.count_nonzero(st.codes == CANDIDATE))
-    total = st.codes.size
-    ratio = np.count_nonzero(st.codes == ACCURATE) / total if total else 0.0
-    return 0 < fp_budget(ratio, p.fp_task_max, p.fp_accurate_soft_threshold, p.fp_accurate_threshold) < n_cand
+    budget = budget_of(st.codes, p.fp_task_max, p.fp_accurate_soft_threshold, p.fp_accurate_threshold)
+    return 0 < budget < n_cand
 
 
 def _add_fingerprints(ctx: IterContext, staged: list[Staged], trajs: Trajectories) -> list[np.ndarray]:
@@ -204,9 +200,8 @@ def _add_fingerprints(ctx: IterContext, staged: list[Staged], trajs: Trajectorie
         if parts:
             cand = np.flatnonzero(st.codes == CANDIDATE)
             feats = np.zeros((cand.size, prints[parts[0][0]].shape[1]))
-            where = {int(c): i for i, c in enumerate(cand)}
             for name, at in parts:
-                feats[[where[int(a)] for a in at]] = prints[name]
+                feats[np.searchsorted(cand, at)] = prints[name]  # cand is sorted, at ⊂ cand
             st.features = feats
     return [prints[f"known.{i}"] for i in range(len(known))]
 
@@ -214,7 +209,7 @@ def _add_fingerprints(ctx: IterContext, staged: list[Staged], trajs: Trajectorie
 def _chooser(strategy: Picker, st: Staged, rng: np.random.Generator,
              known: np.ndarray | None) -> Callable[[np.ndarray, int], np.ndarray]:
     """``choose(candidate positions, k)`` for :func:`select_system`, backed by the strategy."""
-    order = st.order()
+    order = st.frames.order()
 
     def choose(idx: np.ndarray, k: int) -> np.ndarray:
         with_features = st.features is not None

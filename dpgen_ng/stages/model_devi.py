@@ -14,6 +14,7 @@ from dpgen_ng.config.jobs import job_json
 from dpgen_ng.config.param import RunParams
 from dpgen_ng.converge.schedule import Slot, next_slot
 from dpgen_ng.dispatch import TaskSpec, read_task_rc
+from dpgen_ng.dispatch.progress import Watch
 from dpgen_ng.errors import StageError, UserError
 from dpgen_ng.explore import lammps
 from dpgen_ng.explore.devi import read_model_devi
@@ -118,8 +119,9 @@ def run(ctx: IterContext) -> None:
     # DP-GEN machine files sometimes spell the input out ("lmp -i input.lammps -v restart 0")
     names_input = any(tok in ("-i", "-in") for tok in base.split())
     cmd = f"{base} -log {lammps.LOG}" if names_input else f"{base} -in {lammps.INPUT} -log {lammps.LOG}"
+    watch = Watch(lammps.DEVI, int(manifest["nsteps"])) if manifest.get("nsteps") else None
     specs = [TaskSpec(t["path"], cmd, (lammps.CONF, lammps.INPUT),
-                      (lammps.DEVI, lammps.TRAJ, lammps.LOG), "lmp.out", "lmp.err")
+                      (lammps.DEVI, lammps.TRAJ, lammps.LOG), "lmp.out", "lmp.err", watch=watch)
              for t in manifest["tasks"]]
     common = [f"graph.{k:03d}.pb" for k in range(ctx.params.numb_models)]
     # An MD run that blows up (lost atoms, NaN) is signal, not an error: post keeps its frames,

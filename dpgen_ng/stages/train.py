@@ -126,8 +126,8 @@ def run(ctx: IterContext) -> None:
     if manifest.get("copied"):
         return
     cmd = deepmd.command(ctx.machines["train"].command)
-    specs = [TaskSpec(t, cmd, (deepmd.INPUT,), deepmd.BACKWARD, deepmd.LOG, "train.err")
-             for t in manifest["tasks"]]
+    specs = [TaskSpec(t, cmd, (deepmd.INPUT,), deepmd.BACKWARD, deepmd.LOG, "train.err",
+                      watch=deepmd.watch(train_dir / t)) for t in manifest["tasks"]]
     common = [d for d in ("data.init", "data.iters") if any((train_dir / d).iterdir())]
     ctx.dispatcher("train").run(ctx.iteration, "train", train_dir, specs, common)
 

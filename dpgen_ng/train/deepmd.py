@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dpgen_ng.dispatch.progress import Watch
 from dpgen_ng.rng import draw_seed
 
 INPUT = "input.json"
@@ -58,3 +61,13 @@ def command(dp: str) -> str:
         f"if [ -f model.ckpt.index ]; then {dp} --tf train --restart model.ckpt {INPUT}; "
         f"else {dp} --tf train {INPUT}; fi && {dp} --tf freeze -o {MODEL}"
     )
+
+
+def watch(task_dir: Path) -> Watch | None:
+    """lcurve.out against the input's numb_steps (``stop_batch`` in older inputs)."""
+    try:
+        training = json.loads((Path(task_dir) / INPUT).read_text())["training"]
+        steps = int(training.get("numb_steps", training.get("stop_batch")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return Watch(training.get("disp_file", "lcurve.out"), steps)
