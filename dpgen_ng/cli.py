@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +51,12 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.version_option(__version__, prog_name="dpgen (dpgen_ng)")
 def main() -> None:
     """dpgen_ng: concurrent learning of DeePMD potentials (DP-GEN compatible inputs)."""
+    # the engines installed beside dpgen (dp, lmp in the venv) are found by the jobs it starts
+    # here, also when .venv/bin/dpgen is called by its path from a cron job or a batch script
+    own_bin = os.path.dirname(sys.executable)
+    path = os.environ.get("PATH", "")
+    if own_bin not in path.split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([own_bin, path]) if path else own_bin
 
 
 @main.command("run")
@@ -64,7 +71,7 @@ def run_cmd(param: Path, machine: Path, workdir: Path, verbose: bool) -> None:
     Progress is appended to record.dpgen in the work dir; running the same command again
     continues where it stopped, without redoing finished tasks.
     """
-    from dpgen_ng.config.machine import load_machine
+    from dpgen_ng.config.machine import load_machine, missing_commands
     from dpgen_ng.config.param import load_run_params
     from dpgen_ng.loop import run_loop
     from dpgen_ng.record import read_record
@@ -74,9 +81,10 @@ def run_cmd(param: Path, machine: Path, workdir: Path, verbose: bool) -> None:
     quiet_dpdispatcher()
     params = load_run_params(param)
     machines = load_machine(machine)
+    missing_commands(machines)
     if read_record(workdir) == (0, -1) and not (workdir / "iter.000000" / "00.train" / "tasks.json").exists():
-        click.echo("checking the descriptor's sel against DeePMD-kit's neighbour statistics ...", err=True)
-        preflight(workdir, params)
+        preflight(workdir, params, lambda: click.echo(
+            "checking the descriptor's sel against DeePMD-kit's neighbour statistics ...", err=True))
     setup_logging(workdir, verbose)
     stop = run_loop(workdir, params, machines)
     click.echo(format_status(collect_status(workdir)))
@@ -94,7 +102,7 @@ def check_cmd(param: Path, machine: Path | None, workdir: Path) -> None:
     effective settings as JSON. Writes nothing."""
     from dpgen_ng.config.autotest import load_test_params
     from dpgen_ng.config.init import load_init_params
-    from dpgen_ng.config.machine import STAGES, load_machine
+    from dpgen_ng.config.machine import STAGES, load_machine, missing_commands
     from dpgen_ng.config.param import load_run_params
 
     quiet_dpdispatcher()
@@ -108,10 +116,16 @@ def check_cmd(param: Path, machine: Path | None, workdir: Path) -> None:
         test = load_test_params(param, workdir)
         settings, stages = test.effective(), tuple(sorted({i.stage for i in test.interactions}))
     else:
-        settings = load_run_params(param).effective()
+        from dpgen_ng.stages.train import read_inputs
+
+        params = load_run_params(param)
+        read_inputs(workdir, params)  # the data and configurations `dpgen run` will read
+        settings = params.effective()
     out: dict[str, Any] = {"param": settings}
     if machine is not None:
-        out["machine"] = load_machine(machine, stages).as_json()
+        machines = load_machine(machine, stages)
+        missing_commands(machines)
+        out["machine"] = machines.as_json()
     click.echo(json.dumps(out, indent=2, default=str))
     click.echo(f"ok: {param}" + (f" and {machine}" if machine else "") + " are valid", err=True)
 
@@ -189,12 +203,14 @@ def init_bulk_cmd(param: Path, machine: Path | None, workdir: Path, verbose: boo
     Without MACHINE the inputs are prepared but nothing is run (as in DP-GEN).
     """
     from dpgen_ng.config.init import load_init_params
-    from dpgen_ng.config.machine import load_machine
+    from dpgen_ng.config.machine import load_machine, missing_commands
     from dpgen_ng.initbulk.bulk import init_bulk
 
     quiet_dpdispatcher()
     params = load_init_params(param, workdir)
     machines = load_machine(machine, required=("fp",)) if machine else None
+    if machines is not None:
+        missing_commands(machines)
     setup_logging(workdir, verbose)
     report = init_bulk(params, workdir, machines)
     click.echo(json.dumps(report, indent=2))
@@ -208,7 +224,7 @@ def run_test(step: str, param: Path, machine: Path | None, workdir: Path, verbos
     from dpgen_ng.autotest.report import compare, eos_png, table
     from dpgen_ng.autotest.run import TestRun
     from dpgen_ng.config.autotest import load_test_params
-    from dpgen_ng.config.machine import load_machine
+    from dpgen_ng.config.machine import load_machine, missing_commands
     from dpgen_ng.io import atomic_write_json
     from dpgen_ng.loop import WorkdirLock
 
@@ -216,6 +232,8 @@ def run_test(step: str, param: Path, machine: Path | None, workdir: Path, verbos
     params = load_test_params(param, workdir)
     stages = tuple(sorted({i.stage for i in params.interactions}))
     machines = load_machine(machine, required=stages) if machine else None
+    if machines is not None:
+        missing_commands(machines)
     if machines is None and step in ("run", "all"):
         raise UserError("no MACHINE given", f"dpgen test {'' if step == 'all' else 'run '}{param}",
                         "a machine.json with the " + " and ".join(stages) + " section(s)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -56,13 +57,58 @@ def append_line_synced(path: Path, line: str) -> None:
         os.fsync(fh.fileno())
 
 
-def load_config(path: Path, parse: Callable[[dict[str, Any]], T]) -> T:
-    """Read a JSON/YAML file and parse it; a :class:`UserError` then names the file too."""
+def load_config(path: Path, parse: Callable[[dict[str, Any]], T], one_line: bool = True) -> T:
+    """Read a JSON/YAML file and parse it; a :class:`UserError` then names the file too. With
+    ``one_line`` (parameter files: their strings are copied into engine inputs), a string with a
+    control character (a newline could start a directive of its own) is refused."""
     raw = read_config_file(path)
     try:
+        if one_line:
+            check_one_line(raw)
         return parse(raw)
     except UserError as exc:
         raise exc.in_file(Path(path).name) from None
+
+
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # tabs are fine
+
+
+def check_one_line(data: Any) -> None:
+    """Every string (keys too) in ``data`` is one line of printable text."""
+    todo: list[tuple[Any, str]] = [(data, "")]
+    while todo:
+        item, where = todo.pop()
+        if isinstance(item, dict):
+            for k, v in item.items():
+                if isinstance(k, str) and k.startswith("_") and len(k) > 1:
+                    continue  # a comment ("_comment", "_idx"): dropped, never copied anywhere
+                here = f"{where}.{k}" if where else str(k)
+                if isinstance(k, str) and (m := CONTROL.search(k)):
+                    raise UserError(f"a control character {m.group()!r} in a key", repr(here),
+                                    "keys on one line")
+                todo.append((v, here))
+        elif isinstance(item, list):
+            todo += [(v, f"{where}[{i}]") for i, v in enumerate(item)]
+        elif isinstance(item, str) and (m := CONTROL.search(item)):
+            raise UserError(f"a control character {m.group()!r} in a string", where,
+                            "text on one line (strings are copied into engine inputs)")
+
+
+MAX_DEPTH = 64  # no input of ours nests deeper; deeper ones would exhaust the parsers' stack
+
+
+def _depth(data: Any) -> int:
+    """How deeply dicts and lists nest (iteratively: the data may be deep)."""
+    deepest, todo = 0, [(data, 1)]
+    while todo:
+        item, d = todo.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, d)
+            if d <= MAX_DEPTH:
+                todo += [(x, d + 1) for x in item]
+    return deepest
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -70,21 +116,32 @@ def read_config_file(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError("file not found", str(path), "a JSON or YAML file")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() in {".yaml", ".yml"}:
-        import yaml
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"not UTF-8 text (byte {exc.start})", str(path), "a JSON or YAML file") from None
+    except OSError as exc:
+        raise UserError(f"cannot read it ({exc.strerror})", str(path),
+                        "a readable JSON or YAML file") from None
+    try:
+        if path.suffix.lower() in {".yaml", ".yml"}:
+            import yaml
 
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise UserError("invalid YAML", where, str(getattr(exc, "problem", exc))) from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UserError("invalid JSON", f"{path}:{exc.lineno}:{exc.colno}", exc.msg) from None
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                where = f"{path}:{mark.line + 1}" if mark else str(path)
+                raise UserError("invalid YAML", where, str(getattr(exc, "problem", exc))) from None
+        else:
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise UserError("invalid JSON", f"{path}:{exc.lineno}:{exc.colno}", exc.msg) from None
+    except RecursionError:
+        raise UserError("nested too deeply", str(path), f"at most {MAX_DEPTH} levels") from None
+    if _depth(data) > MAX_DEPTH:
+        raise UserError("nested too deeply", str(path), f"at most {MAX_DEPTH} levels")
     if not isinstance(data, dict):
         raise UserError("top level is not a mapping", str(path), "a JSON object / YAML mapping")
     return data

@@ -74,3 +74,30 @@ def sched() -> dict:
         values[key] = value
     yield values
     subprocess.run(["bash", str(INFRA / "slurm-sshd-down.sh")], env=env, capture_output=True, timeout=120)
+
+
+def fake_deepmd(path: Path, type_map: tuple[str, ...] = ("H", "C"), types: tuple[int, ...] = (1, 0, 0, 0, 0),
+                nframes: int = 3) -> Path:
+    """A small deepmd/npy system with made-up labels, where only its existence and shape matter
+    (``dpgen check`` reads the initial data as `dpgen run` will)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    natoms = len(types)
+    (path / "set.000").mkdir(parents=True)
+    (path / "type.raw").write_text("".join(f"{t}\n" for t in types))
+    (path / "type_map.raw").write_text("".join(f"{t}\n" for t in type_map))
+    np.save(path / "set.000" / "coord.npy", rng.normal(size=(nframes, natoms * 3)) + 5)
+    np.save(path / "set.000" / "box.npy", np.tile(np.eye(3).ravel() * 10, (nframes, 1)))
+    np.save(path / "set.000" / "energy.npy", rng.normal(size=nframes))
+    np.save(path / "set.000" / "force.npy", rng.normal(size=(nframes, natoms * 3)))
+    return path
+
+
+def fake_confs(root: Path, poscar: Path, *dirs: str) -> None:
+    """Copies of one POSCAR where a param's sys_configs globs look for configurations."""
+    import shutil
+
+    for d in dirs:
+        (root / d).mkdir(parents=True, exist_ok=True)
+        shutil.copy(poscar, root / d / "POSCAR")

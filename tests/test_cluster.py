@@ -25,7 +25,7 @@ from dpgen_ng.dispatch.progress import Watch
 from dpgen_ng.errors import StageError
 from dpgen_ng.ledger import Ledger
 from tests.conftest import EXAMPLE, INFRA, SCHED_DIR, write_json
-from tests.test_e2e import calls, ended, record, setup_workdir
+from tests.test_e2e import NUMB_MODELS, calls, ended, record, setup_workdir
 
 pytestmark = pytest.mark.cluster
 VENV_BIN = Path(sys.executable).parent
@@ -103,9 +103,9 @@ def test_methane_on_slurm_killed_while_jobs_run_then_reattached(sched, tmp_path)
             return False
         with Ledger(work) as led:
             rows = led.tasks(iteration=0, stage="train")
-        return len(rows) == 4 and all(r.job_id for r in rows)
+        return len(rows) == NUMB_MODELS and all(r.job_id for r in rows)
 
-    # kill dpgen once the 4 training jobs are on Slurm (their ids recorded) and none has ended
+    # kill dpgen once the training jobs are on Slurm (their ids recorded) and none has ended
     while not (train_jobs_recorded() and ended(work, "train") == 0):
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
@@ -122,12 +122,13 @@ def test_methane_on_slurm_killed_while_jobs_run_then_reattached(sched, tmp_path)
     assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
     assert record(work)[-1] == "1 2"
     n_fp = len(json.loads((work / "iter.000000" / "02.fp" / "tasks.json").read_text())["tasks"])
-    expected = after_init + 4 + n_jobs(2, 2) + n_jobs(n_fp, 3) + 4
+    expected = after_init + NUMB_MODELS + n_jobs(2, 2) + n_jobs(n_fp, 3) + NUMB_MODELS
     assert sbatch_calls(tmp_path) == expected  # re-attached: no job submitted twice
     assert max(calls(work).values()) == 1  # no task ran twice
     with Ledger(work) as led:
         train = led.tasks(iteration=0, stage="train")
-        assert len(train) == 4 and all(t.job_id and t.state == "finished" and t.runs == 1 for t in train)
+        assert len(train) == NUMB_MODELS
+        assert all(t.job_id and t.state == "finished" and t.runs == 1 for t in train)
 
 
 @pytest.mark.slow
@@ -142,7 +143,7 @@ def test_methane_over_ssh_on_slurm(sched, tmp_path):
     assert record(work)[-1] == "1 2"
     labels = json.loads((work / "iter.000000" / "02.fp" / "labels.json").read_text())
     assert labels["labeled"] > 0 and labels["failed"] == 0
-    assert (work / "iter.000001" / "00.train" / "graph.003.pb").resolve().is_file()
+    assert (work / "iter.000001" / "00.train" / f"graph.{NUMB_MODELS - 1:03d}.pb").resolve().is_file()
     assert max(calls(work).values()) == 1
 
 

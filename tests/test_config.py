@@ -58,8 +58,16 @@ def test_typo_inside_a_job_names_the_job(example_param):
 
 
 def test_comments_are_ignored(example_param):
-    raw = dict(example_param, _anything={"x": 1}, _note="hello")
-    parse_run_params(raw)
+    """Keys starting with '_' (DP-GEN's comments) are dropped, also inside jobs; the same key
+    without the '_' is refused."""
+    raw = copy.deepcopy(example_param)
+    raw.update(_anything={"x": 1}, _note="hello")
+    raw["model_devi_jobs"][0]["_idx"] = 0
+    p = parse_run_params(raw)
+    assert p.effective() == parse_run_params(example_param).effective()
+    assert not any(k.startswith("_") for k in p.effective())
+    with pytest.raises(UserError, match="note"):
+        parse_run_params(dict(example_param, note="hello"))
 
 
 def test_job_aliases_accepted(example_param):
@@ -211,9 +219,20 @@ def test_cli_run_bad_param_writes_nothing(tmp_path, example_param, example_machi
 
 
 def test_cli_check_prints_effective_settings(tmp_path, example_param, example_machine):
+    """check reads the data and the configurations as `dpgen run` will: give it both."""
+    import shutil
+
+    from tests.conftest import EXAMPLE, fake_deepmd
+
     param = write_json(tmp_path / "param.json", example_param)
     machine = write_json(tmp_path / "machine.json", example_machine)
-    res = CliRunner().invoke(main, ["check", str(param), str(machine)])
+    res = CliRunner().invoke(main, ["check", str(param), str(machine), "-w", str(tmp_path)])
+    assert res.exit_code == 2 and "init_data_sys[0]" in res.output
+    fake_deepmd(tmp_path / "CH4.POSCAR.01x01x01" / "02.md" / "sys-0004-0001" / "deepmd")
+    conf = tmp_path / "CH4.POSCAR.01x01x01" / "01.scale_pert" / "sys-0004-0001" / "scale-1.000" / "000000"
+    conf.mkdir(parents=True)
+    shutil.copy(EXAMPLE / "CH4.POSCAR", conf / "POSCAR")
+    res = CliRunner().invoke(main, ["check", str(param), str(machine), "-w", str(tmp_path)])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["param"]["fp_accurate_soft_threshold"] == 0.9
@@ -247,3 +266,27 @@ def test_dpgen_switches_at_their_default_and_press_on_nvt(example_param):
     assert p.model_devi_jobs[0].press == ()  # nvt: no pressure, one task per temperature
     raw["shuffle_poscar"] = True
     assert "not supported yet" in error_of(raw).line()
+
+
+def test_the_python_of_ase_driven_jobs():
+    """Relaxations and MD driven by ASE run `<python> -m dpgen_ng.ase_driver`: dpgen's own Python
+    on the local Shell batch, `python3` elsewhere unless the machine section says which."""
+    import sys
+
+    from dpgen_ng.config.machine import parse_stage
+    from dpgen_ng.fp import labeler_class
+
+    def stage(machine: dict, **extra) -> object:
+        return parse_stage({"command": "xtb", "machine": machine, "resources": {}, **extra}, "fp", "fp")
+
+    local = {"batch_type": "Shell", "context_type": "LocalContext", "remote_root": "/tmp/r"}
+    slurm = {"batch_type": "Slurm", "context_type": "LocalContext", "remote_root": "/tmp/r"}
+    assert stage(local).python == sys.executable
+    assert stage(slurm).python == "python3"
+    assert stage(slurm, python="/opt/venv/bin/python").python == "/opt/venv/bin/python"
+    with pytest.raises(UserError, match="fp.python"):
+        stage(slurm, python="")
+    cls = labeler_class("xtb")
+    lab = cls(cls.parse_settings({}, ""), ("H", "C"))
+    relax = lab.jobs({"command": "xtb", "python": "/opt/venv/bin/python"})["relax"]
+    assert relax.command("xtb").startswith("/opt/venv/bin/python -m dpgen_ng.ase_driver")

@@ -70,9 +70,12 @@ def test_tolerated_failure_is_a_result(tmp_path):
         assert [r.rc for r in res] == [0, 3]
         assert led.get(res[1].task_id).state == "failed"
         assert led.get(res[1].task_id).reason == "exit code 3"
-    # the output the failed task never made was declared missing (and replaced by an empty file)
+    # the output the failed task never made is declared missing, and no empty stand-in is left
+    # behind that looks like a result
     assert read_task_rc(base / "task.001").missing == ("out.txt",)
+    assert not (base / "task.001" / "out.txt").exists()
     assert read_task_rc(base / "task.000").missing == ()
+    assert (base / "task.000" / "out.txt").is_file()
 
 
 def test_failure_names_dir_exit_code_and_stderr(tmp_path):

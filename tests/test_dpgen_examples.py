@@ -111,6 +111,12 @@ MACHINE_2X = {
 
 @pytest.mark.parametrize("make", [vasp, pwscf, cp2k_template, cp2k_user])
 def test_dpgen_methane_examples_pass_check(tmp_path, make):
+    """With the data and configurations its paths name (check reads them as `dpgen run` will)."""
+    from tests.conftest import EXAMPLE, fake_confs, fake_deepmd
+
+    fake_deepmd(tmp_path / "CH4.POSCAR.01x01x01" / "02.md" / "sys-0004-0001" / "deepmd")
+    pert = "CH4.POSCAR.01x01x01/01.scale_pert/sys-0004-0001/scale-1.000"
+    fake_confs(tmp_path, EXAMPLE / "CH4.POSCAR", f"{pert}/000000", f"{pert}/000010")
     param = tmp_path / "param.json"
     param.write_text(json.dumps(make(tmp_path)))
     machine = tmp_path / "machine.json"

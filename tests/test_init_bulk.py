@@ -196,10 +196,20 @@ def test_init_bulk_resumes_after_sigkill(tmp_path):
     assert np.array_equal(a["coords"], b["coords"]) and np.array_equal(a["forces"], b["forces"])
 
 
-def test_cu_examples_pass_check():
+def test_cu_examples_pass_check(tmp_path):
+    """The run param with the data and configurations init_bulk would make (check reads them)."""
+    from tests.conftest import fake_confs, fake_deepmd
+
+    shutil.copytree(CU, tmp_path, dirs_exist_ok=True)
+    out = subprocess.run([sys.executable, "-m", "dpgen_ng.cli", "check", "param.json", "machine.json"],
+                         cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 2 and "init_data_sys[0]" in out.stderr  # before init_bulk
+    fake_deepmd(tmp_path / "cu.fcc.02x02x02" / "02.md" / "sys-0032" / "deepmd", ("Cu",), (0,) * 32)
+    pert = "cu.fcc.02x02x02/01.scale_pert/sys-0032/scale-1.000"
+    fake_confs(tmp_path, CU / "confs" / "std-fcc" / "POSCAR", f"{pert}/000000", f"{pert}/000001")
     for param, machine in (("param.json", "machine.json"), ("init.json", "machine.json"),
                            ("init-pwscf.json", "machine-pwscf.json")):
-        out = subprocess.run([sys.executable, "-m", "dpgen_ng.cli", "check", param, machine], cwd=CU,
+        out = subprocess.run([sys.executable, "-m", "dpgen_ng.cli", "check", param, machine], cwd=tmp_path,
                              capture_output=True, text=True)
         assert out.returncode == 0, (param, out.stderr)
 
@@ -253,3 +263,24 @@ def test_pwscf_relax_and_md_on_ch4(tmp_path):
     assert report["collected"]["sys-0004-0001"] == {"frames": 2, "tasks_left_out": 0}
     data = dpdata.LabeledSystem(str(out / "02.md" / "sys-0004-0001" / "deepmd"), fmt="deepmd/npy")
     assert np.allclose(data["energies"], -315.0, atol=1.0)
+
+
+@pytest.mark.engine
+def test_venv_dpgen_called_by_path_without_the_venv_on_path(tmp_path):
+    """A cron job or batch script calls .venv/bin/dpgen by its path, with a PATH where the first
+    python3 is the system's (no dpgen_ng there): dpgen puts its own bin dir first on the PATH its
+    local jobs see, so the example's `python3` command runs the EMT driver under the venv's Python
+    and every task is labeled."""
+    work = tmp_path / "w"
+    raw, machine = cu_setup(work, scale=[1.0], pert_numb=2, stages=[1, 2])
+    machine["fp"]["command"] = "python3"  # as in examples/cu/machine.json
+    write_json(work / "machine.json", machine)
+    dpgen_bin = Path(sys.executable).parent / "dpgen"
+    env = {**os.environ, "PATH": "/usr/bin:/bin"}
+    assert subprocess.run(["python3", "-c", "import dpgen_ng"], env=env, cwd=work,
+                          capture_output=True).returncode != 0
+    out = subprocess.run([str(dpgen_bin), "init_bulk", "init.json", "machine.json"], cwd=work, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["relax"]["sys-0032"]["converged"], report

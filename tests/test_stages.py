@@ -45,10 +45,16 @@ def work(tmp_path_factory):
         yield IterContext(w.resolve(), 0, parse_run_params(p), machines, ledger)
 
 
-def test_train_explore_select(work):
-    ctx = work
-    for step in (train.make, train.run, train.post):
-        step(ctx)
+@pytest.fixture(scope="module")
+def explored(work):
+    """The committee trained and its MD run, once per module, whichever test asks first."""
+    for step in (train.make, train.run, train.post, model_devi.make, model_devi.run, model_devi.post):
+        step(work)
+    return work
+
+
+def test_train_explore_select(explored):
+    ctx = explored
     tdir = ctx.stage_dir(0)
     inputs = [json.loads((tdir / f"{k:03d}" / "input.json").read_text()) for k in range(2)]
     assert inputs[0]["model"]["descriptor"]["seed"] != inputs[1]["model"]["descriptor"]["seed"]
@@ -56,8 +62,6 @@ def test_train_explore_select(work):
     for k in range(2):
         assert (tdir / f"graph.{k:03d}.pb").resolve().stat().st_size > 0
 
-    for step in (model_devi.make, model_devi.run, model_devi.post):
-        step(ctx)
     mdir = ctx.stage_dir(1)
     text = (mdir / "task.000.000000" / "input.lammps").read_text()
     assert "pair_style      deepmd ../graph.000.pb ../graph.001.pb out_freq ${THERMO_FREQ}" in text
@@ -79,13 +83,11 @@ def test_train_explore_select(work):
     assert (ctx.stage_dir(2) / "task.000.000001" / "conf.xyz").read_bytes() == before
 
 
-def test_sanity_filters_skip_candidates_before_picking(work):
-    """Runs after test_train_explore_select (same module fixture): re-make fp with filters."""
+def test_sanity_filters_skip_candidates_before_picking(explored):
+    """Re-make fp with filters on the module's MD."""
     import dataclasses
 
-    ctx = work
-    if not (ctx.stage_dir(1) / "model_devi.npz").exists():
-        pytest.skip("needs the MD of test_train_explore_select")
+    ctx = explored
     # every 10 Å cube passes length_ratio 1.5; an H-H minimum of 5 Å rejects every CH4 frame
     strict = dataclasses.replace(ctx.params, skip_bad_box={"length_ratio": 1.5}, min_distance={(0, 0): 5.0})
     fp.make(dataclasses.replace(ctx, params=strict))
@@ -98,16 +100,14 @@ def test_sanity_filters_skip_candidates_before_picking(work):
     assert sel["skipped"] == 0 and len(sel["picked"]) == 3
 
 
-def test_adaptive_trust_lo_in_the_fp_stage(work):
-    """Runs after test_train_explore_select (same module fixture): re-make fp with DP-GEN's
-    adaptive trust_lo; the level used is the deviation of the 5th highest frame below trust_hi."""
+def test_adaptive_trust_lo_in_the_fp_stage(explored):
+    """Re-make fp on the module's MD with DP-GEN's adaptive trust_lo; the level used is the
+    deviation of the 5th highest frame below trust_hi."""
     import dataclasses
 
     from dpgen_ng.explore.select import AdaptiveTrust
 
-    ctx = work
-    if not (ctx.stage_dir(1) / "model_devi.npz").exists():
-        pytest.skip("needs the MD of test_train_explore_select")
+    ctx = explored
     adaptive = dataclasses.replace(ctx.params, adaptive=AdaptiveTrust(numb_f=5))
     fp.make(dataclasses.replace(ctx, params=adaptive))
     sel = json.loads((ctx.stage_dir(2) / "selection.json").read_text())["systems"]["000"]

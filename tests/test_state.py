@@ -88,3 +88,40 @@ def test_ledger_opened_concurrently_while_new(tmp_path):
         for t in threads:
             t.join()
     assert not errors, errors
+
+
+def test_wal_switch_is_retried_while_the_file_is_locked():
+    """The race above cannot be forced on purpose (sqlite answers "locked" at once only in a short
+    window while another connection creates the file), so this drives ``_enter_wal`` with a
+    stand-in connection that answers exactly as sqlite did in that window: twice "database is
+    locked", then the switch. Without the retry the first answer would be raised."""
+    import sqlite3
+
+    from dpgen_ng.ledger import _enter_wal
+
+    class Racing:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+            self.mode = "delete"
+
+        def execute(self, sql: str):  # noqa: ANN202 - mimics sqlite3.Connection.execute
+            self.calls.append(sql)
+            if sql == "PRAGMA journal_mode=WAL":
+                if self.calls.count(sql) <= 2:
+                    raise sqlite3.OperationalError("database is locked")
+                self.mode = "wal"
+            return self
+
+        def fetchone(self) -> tuple[str]:
+            return (self.mode,)
+
+    db = Racing()
+    _enter_wal(db)  # type: ignore[arg-type]
+    assert db.mode == "wal" and db.calls.count("PRAGMA journal_mode=WAL") == 3
+
+    class Broken(Racing):
+        def execute(self, sql: str):  # noqa: ANN202
+            raise sqlite3.OperationalError("disk I/O error")
+
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        _enter_wal(Broken())  # type: ignore[arg-type]

@@ -58,11 +58,13 @@ class Task:
 class Side:
     """One interaction (the model or the reference) and its calculations."""
 
-    def __init__(self, inter: InteractionSettings, workdir: Path, command: str | None) -> None:
+    def __init__(self, inter: InteractionSettings, workdir: Path, command: str | None,
+                 python: str | None = None) -> None:
         self.inter = inter
         self.workdir = workdir
         self.engine = inter.engine()
         self.command = command or ("lmp" if inter.type == "deepmd" else inter.type)
+        self.python = python
 
     @property
     def role(self) -> str:
@@ -75,7 +77,7 @@ class Side:
         return str(path.relative_to(self.workdir))
 
     def job(self, cal: CalSetting) -> JobKind:
-        jobs = self.engine.jobs({**cal.options(), "command": self.command})
+        jobs = self.engine.jobs({**cal.options(), "command": self.command, "python": self.python})
         return jobs["single" if cal.static else "relax"]
 
     def relax_task(self, conf: Path, cal: CalSetting) -> Task:
@@ -154,7 +156,8 @@ class TestRun:
         self.params = params
         self.workdir = Path(workdir).resolve()
         self.machines = machines
-        self.sides = [Side(i, self.workdir, machines[i.stage].command if machines else None)
+        self.sides = [Side(i, self.workdir, machines[i.stage].command if machines else None,
+                           machines[i.stage].python if machines else None)
                       for i in params.interactions]
         self.props = {p.type: property_class(p.type)(p.params, params.interactions[0].type_map)
                       for p in params.properties}

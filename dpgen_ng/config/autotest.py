@@ -22,10 +22,12 @@ from dpgen_ng.config.fields import (
     parse_section,
     positive,
     str_or_list_of_str,
+    type_name,
 )
 from dpgen_ng.errors import UserError
 from dpgen_ng.fp import labeler_class, labeler_names, split_labeler_keys
 from dpgen_ng.io import load_config
+from dpgen_ng.structures import read_poscar
 
 PROPERTY_TYPES = ("eos", "elastic", "vacancy", "interstitial", "surface")
 # DP-GEN's default (relax_pos, relax_shape, relax_vol) per calculation
@@ -203,11 +205,9 @@ def find_structures(patterns: list[str], workdir: Path) -> tuple[Path, ...]:
 
 
 def conf_elements(structures: tuple[Path, ...]) -> list[str]:
-    import dpdata
-
     out: list[str] = []
     for d in structures:
-        s = dpdata.System(str(d / "POSCAR"), fmt="vasp/poscar")
+        s = read_poscar(d / "POSCAR", "structures")
         out += [n for n, c in zip(s["atom_names"], s["atom_numbs"]) if c and n not in out]
     return out
 
@@ -218,7 +218,7 @@ def _type_map(value: Any, where: str) -> tuple[str, ...]:
         if [i for _, i in idx] != list(range(len(idx))):
             raise UserError(f"indices {sorted(value.values())}", where, "indices 0, 1, ... (one per element)")
         return tuple(k for k, _ in idx)
-    return tuple(list_of(as_str, min_len=1)(value, where))
+    return tuple(list_of(type_name, min_len=1)(value, where))
 
 
 def _vasp_keys(raw: dict[str, Any], type_map: tuple[str, ...], where: str) -> dict[str, Any]:

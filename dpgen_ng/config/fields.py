@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -95,6 +96,29 @@ def as_str(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise UserError(f"got {_type_name(value)} {value!r}", where, "a string")
     return value
+
+
+TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,15}")
+
+
+def type_name(value: Any, where: str) -> str:
+    """An atom type name (type_map): letters, digits, '_' — it is written into LAMMPS, POSCAR
+    and engine inputs."""
+    text = as_str(value, where)
+    if not TYPE_NAME.fullmatch(text):
+        raise UserError(f"type name {text!r}", where, "an element symbol such as \"C\" (letters, digits, "
+                        "'_'; at most 16 characters)")
+    return text
+
+
+def element(value: Any, where: str) -> str:
+    """A chemical symbol (the structures are built from it)."""
+    from ase.data import atomic_numbers
+
+    text = as_str(value, where)
+    if text not in atomic_numbers or text == "X":
+        raise UserError(f"{text!r} is not an element", where, "a chemical symbol such as \"Cu\"")
+    return text
 
 
 def as_bool(value: Any, where: str) -> bool:

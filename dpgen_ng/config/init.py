@@ -13,6 +13,7 @@ from dpgen_ng.config.fields import (
     as_float,
     as_int,
     as_str,
+    element,
     in_range,
     list_of,
     one_of,
@@ -23,6 +24,7 @@ from dpgen_ng.errors import UserError
 from dpgen_ng.fp import labeler_class, labeler_names, split_labeler_keys
 from dpgen_ng.initbulk.crystal import CELLS
 from dpgen_ng.io import load_config
+from dpgen_ng.structures import read_poscar
 
 STAGE_NAMES = {1: "relax", 2: "scale/perturb", 3: "AIMD", 4: "collect"}
 STAGE_JOB = {1: "relax", 3: "md"}  # the job kind a stage needs from the engine
@@ -37,7 +39,7 @@ UNSUPPORTED = {
 
 _FIELDS = {
     "stages": Field(list_of(in_range(as_int, 1, 4), min_len=1), doc="stages to run, e.g. [1, 2, 3, 4]"),
-    "elements": Field(list_of(as_str, min_len=1), doc="element names (the type map of the data)"),
+    "elements": Field(list_of(element, min_len=1), doc="element names (the type map of the data)"),
     "cell_type": Field(one_of(*CELLS), default=None),
     "latt": Field(positive(as_float), default=None),
     "from_poscar": Field(as_bool, default=False),
@@ -110,6 +112,11 @@ def parse_init_params(raw: dict[str, Any], base_dir: Path) -> InitBulkParams:
             poscar = Path(os.path.normpath(base_dir / poscar))  # the work dir may not exist yet
         if not poscar.is_file():
             raise UserError(f"{poscar} not found", "from_poscar_path", "a POSCAR file")
+        names = read_poscar(poscar, "from_poscar_path", list(p["elements"]))["atom_names"]
+        extra = sorted(set(names) - set(p["elements"]))
+        if extra:
+            raise UserError(f"{poscar} holds {extra}, not in elements {list(p['elements'])}", "elements",
+                            "every element of the POSCAR")
     elif p["cell_type"] is None or p["latt"] is None:
         raise UserError("no structure given", "cell_type",
                         "cell_type (" + ", ".join(CELLS) + ") with latt, or from_poscar + from_poscar_path")

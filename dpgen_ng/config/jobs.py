@@ -11,7 +11,6 @@ from dpgen_ng.config.fields import (
     as_bool,
     as_float,
     as_int,
-    either,
     in_range,
     list_of,
     one_of,
@@ -37,6 +36,9 @@ JOB_UNSUPPORTED = {
 }
 
 
+LAMMPS_MAX_STEPS = 2**31 - 1  # `run N` refuses a larger N
+
+
 @dataclass(frozen=True)
 class TrustLevel:
     """A trust level: one value, a list indexed by sys_configs index, or a dict keyed by it."""
@@ -46,6 +48,13 @@ class TrustLevel:
 
     def for_system(self, sys_idx: int) -> float | None:
         return self.per_system.get(sys_idx, self.default)
+
+    def check_systems(self, nsys: int, where: str) -> None:
+        """Per-system values only for systems that exist (a longer list is a mistake, not noise)."""
+        beyond = sorted(i for i in self.per_system if i >= nsys)
+        if beyond:
+            raise UserError(f"a value for system {beyond[0]}, but sys_configs has {nsys} system(s)",
+                            where, f"one value per sys_configs entry (indices 0-{nsys - 1})")
 
     def as_json(self) -> Any:
         if not self.per_system:
@@ -118,10 +127,10 @@ _JOB_FIELDS = {
     "press": Field(list_of(as_float), default=list, aliases=("Ps",), doc="list of pressures (bar)"),
     "trj_freq": Field(positive(as_int), aliases=("t_freq", "traj_freq"),
                       doc="dump/deviation interval in steps"),
-    "nsteps": Field(positive(as_int), doc="number of MD steps"),
+    "nsteps": Field(in_range(as_int, 1, LAMMPS_MAX_STEPS), doc="number of MD steps"),
     "ensemble": Field(one_of(*ENSEMBLES), aliases=("ens",), doc="one of " + ", ".join(ENSEMBLES)),
-    "dt": Field(either(positive(as_float), lambda v, w: None if v is None else as_float(v, w),
-                       expected="a positive time step (ps)"), default=None),
+    "dt": Field(lambda v, w: None if v is None else positive(as_float)(v, w), default=None,
+                doc="this job's MD time step (ps); model_devi_dt when unset"),
     "taut": Field(positive(as_float), default=None),
     "taup": Field(positive(as_float), default=None),
     "model_devi_f_trust_lo": Field(parse_trust, default=None),

@@ -6,6 +6,9 @@ per stage: ``check_interval`` (seconds between scheduler polls; dpdispatcher's d
 
 from __future__ import annotations
 
+import shlex
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -28,6 +31,7 @@ STAGES = ("train", "model_devi", "fp")
 # How often to poll when the stage does not say: a local shell is cheap to ask, a scheduler is not.
 DEFAULT_POLL = MappingProxyType({"Shell": 0.25})
 DEFAULT_POLL_SCHEDULER = 10.0
+LOCAL_CONTEXT_NAMES = ("LocalContext", "Local", "local", "localcontext")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class StageMachine:
     user_forward_files: tuple[str, ...]
     user_backward_files: tuple[str, ...]
     check_interval: float
+    python: str = "python3"  # a Python that imports dpgen_ng where the jobs run (ASE-driven jobs)
 
     @property
     def batch_type(self) -> str:
@@ -54,6 +59,7 @@ class StageMachine:
             "user_forward_files": list(self.user_forward_files),
             "user_backward_files": list(self.user_backward_files),
             "check_interval": self.check_interval,
+            "python": self.python,
         }
 
 
@@ -110,16 +116,36 @@ def _resources(value: Any, where: str, batch_type: str) -> dict[str, Any]:
         arg.check_value(d, strict=True)
     except Exception as exc:
         raise _dargs_error(exc, where) from None
+    for key, least in COUNTS.items():
+        v = d.get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and v < least:
+            raise UserError(f"{key} {v}", f"{where}.{key}", f"an integer ≥ {least}")
     return d
 
 
+# resources that count something: dpdispatcher takes any integer, a job script then asks for
+# -2 CPUs or runs tasks in -1 parallel lanes
+COUNTS = {"number_node": 0, "cpu_per_node": 0, "gpu_per_node": 0, "group_size": 0, "para_deg": 1}
+
+
+def _command(value: Any, where: str) -> str:
+    text = as_str(value, where)
+    if not text.strip():
+        raise UserError("an empty command", where, "the program to run, e.g. 'dp', 'lmp', 'xtb'")
+    return text
+
+
 _STAGE_FIELDS = {
-    "command": Field(as_str, doc="the program to run, e.g. 'dp', 'lmp', 'xtb'"),
+    "command": Field(_command, doc="the program to run, e.g. 'dp', 'lmp', 'xtb'"),
     "machine": Field(as_dict, doc="a dpdispatcher machine"),
     "resources": Field(as_dict, doc="dpdispatcher resources"),
     "user_forward_files": Field(list_of(as_str), default=list),
     "user_backward_files": Field(list_of(as_str), default=list),
     "check_interval": Field(positive(as_float), default=None),
+    "python": Field(_command, default=None,
+                    doc="the Python that imports dpgen_ng where this stage's jobs run (relaxations and "
+                        "MD driven by ASE); default: dpgen's own Python on the local Shell batch, "
+                        "else python3"),
 }
 
 
@@ -135,8 +161,41 @@ def parse_stage(raw: Any, stage: str, where: str) -> StageMachine:
     interval = d["check_interval"]
     if interval is None:
         interval = DEFAULT_POLL.get(machine["batch_type"], DEFAULT_POLL_SCHEDULER)
+    python = d["python"] or (sys.executable if runs_here(machine) else "python3")
     return StageMachine(stage, d["command"], machine, resources, tuple(d["user_forward_files"]),
-                        tuple(d["user_backward_files"]), interval)
+                        tuple(d["user_backward_files"]), interval, python)
+
+
+def runs_here(machine: dict[str, Any]) -> bool:
+    """Whether jobs run on this machine, with dpgen's own environment (the local Shell batch)."""
+    return machine["batch_type"] == "Shell" and machine["context_type"] in LOCAL_CONTEXT_NAMES
+
+
+def missing_commands(settings: MachineSettings) -> None:
+    """For stages run here, the program each command starts must exist (checked with the shell's
+    own ``command -v``, so builtins and functions count), and a ``python`` given must import
+    dpgen_ng; else a one-line error naming the key. Remote machines cannot be asked before a job
+    runs there: docs/cluster.md says what to set."""
+    for name, st in settings.stages.items():
+        if not runs_here(st.machine):
+            continue
+        try:
+            words = [w for w in shlex.split(st.command) if "=" not in w.split("/")[0]]
+        except ValueError:
+            continue  # unbalanced quotes: the shell will say so
+        if not words:
+            continue
+        found = subprocess.run(["bash", "-c", 'command -v -- "$1"', "_", words[0]], capture_output=True)
+        if found.returncode != 0:
+            raise UserError(f"{words[0]!r} is not found on PATH", f"{name}.command",
+                            "a program on PATH or its full path (run from the venv, or activate it)")
+        if st.python == sys.executable:
+            continue  # the Python running this check
+        probe = subprocess.run(["bash", "-c", '"$1" -c "import dpgen_ng.ase_driver"', "_", st.python],
+                               capture_output=True)
+        if probe.returncode != 0:
+            raise UserError(f"{st.python} cannot import dpgen_ng", f"{name}.python",
+                            "the Python of the venv that has dpgen_ng (or leave it out)")
 
 
 @dataclass(frozen=True)
@@ -178,4 +237,4 @@ def parse_machine(raw: dict[str, Any], required: tuple[str, ...] = STAGES) -> Ma
 
 
 def load_machine(path: Path, required: tuple[str, ...] = STAGES) -> MachineSettings:
-    return load_config(path, lambda raw: parse_machine(raw, required))
+    return load_config(path, lambda raw: parse_machine(raw, required), one_line=False)

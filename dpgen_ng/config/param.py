@@ -22,6 +22,7 @@ from dpgen_ng.config.fields import (
     parse_section,
     positive,
     str_or_list_of_str,
+    type_name,
 )
 from dpgen_ng.config.jobs import ExploreJob, TrustLevel, job_json, parse_job, parse_trust
 from dpgen_ng.converge.criteria import StopCriterion, parse_convergence
@@ -202,7 +203,7 @@ def check_training_input(d: dict[str, Any], where: str) -> None:
 
 
 _FIELDS: dict[str, Field] = {
-    "type_map": Field(list_of(as_str, min_len=1), doc="element names, e.g. [\"H\", \"C\"]"),
+    "type_map": Field(list_of(type_name, min_len=1), doc="element names, e.g. [\"H\", \"C\"]"),
     "mass_map": Field(_mass_map, default="auto"),
     "init_data_prefix": Field(as_str, default=""),
     "init_data_sys": Field(list_of(as_str, min_len=1), doc="list of deepmd/npy dirs with initial data"),
@@ -328,8 +329,14 @@ class RunParams:
 
 
 def _check_trust(p: dict[str, Any], nsys: int) -> None:
+    for j, job in enumerate(p["model_devi_jobs"]):
+        for tl, key in ((job.f_trust_lo, "model_devi_f_trust_lo"), (job.f_trust_hi, "model_devi_f_trust_hi")):
+            if tl is not None:
+                tl.check_systems(nsys, f"model_devi_jobs[{j}].{key}")
     for kind in ("f", "v"):
         lo, hi = p[f"model_devi_{kind}_trust_lo"], p[f"model_devi_{kind}_trust_hi"]
+        lo.check_systems(nsys, f"model_devi_{kind}_trust_lo")
+        hi.check_systems(nsys, f"model_devi_{kind}_trust_hi")
         for tl, key in ((lo, f"model_devi_{kind}_trust_lo"), (hi, f"model_devi_{kind}_trust_hi")):
             if tl.per_system and tl.default is None and kind == "f":
                 missing = [i for i in range(nsys) if i not in tl.per_system]

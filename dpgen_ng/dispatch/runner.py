@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dpgen_ng.config.machine import StageMachine
+from dpgen_ng.config.machine import LOCAL_CONTEXT_NAMES, StageMachine
 from dpgen_ng.dispatch.driver import Batch, Driver
 from dpgen_ng.dispatch.local_stop import stop_jobs
 from dpgen_ng.dispatch.progress import Meter, Running, Watch
@@ -29,7 +29,7 @@ from dpgen_ng.io import relink, tail
 from dpgen_ng.ledger import Ledger, TaskUpdate
 
 RC_FILE = "dpgen_task.rc"
-LOCAL_CONTEXTS = ("LocalContext", "Local", "local", "localcontext")
+LOCAL_CONTEXTS = LOCAL_CONTEXT_NAMES
 log = logging.getLogger("dpgen_ng.dispatch")
 
 
@@ -216,6 +216,8 @@ class Dispatcher:
             log.info("%s: %d task(s) to run, %d already done", stage, len(pending),
                      len(specs) - len(pending))
             self._dispatch(run, pending, common_files, retry_failures)
+        for spec in specs:
+            _drop_placeholders(run.work_base / spec.path)
         out = [run.result(s) for s in specs]
         bad = [(s, r) for s, r in zip(specs, out) if not r.ok]
         if bad and not allow_failures:
@@ -366,6 +368,17 @@ class Dispatcher:
         )
         sub.generate_jobs()
         return sub
+
+
+def _drop_placeholders(task_dir: Path) -> None:
+    """Remove the empty stand-ins the wrapper made for outputs a task did not produce (so that
+    dpdispatcher could download something): a failed task must not leave a file that looks like a
+    result. The rc file still names them, which is what parsers read."""
+    info = read_task_rc(task_dir)
+    for name in info.missing if info is not None else ():
+        path = task_dir / name
+        if path.is_file() and not path.is_symlink() and path.stat().st_size == 0:
+            path.unlink()
 
 
 def _secs(res: TaskResult) -> float | None:

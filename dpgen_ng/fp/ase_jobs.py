@@ -51,7 +51,7 @@ def ase_jobs(calc: str, calc_params: dict[str, Any], options: dict[str, Any],
     def make(mode: str) -> JobKind:
         def write(frame: dpdata.System, task_dir: Path) -> None:
             frame.to("vasp/poscar", str(Path(task_dir) / CONF_FILE))
-            opts = {k: v for k, v in options.items() if k != "command"}
+            opts = {k: v for k, v in options.items() if k not in ("command", "python")}
             if mode == "relax":
                 opts["dofs"] = list(relax_dofs(options))
             spec = {"calc": calc, "mode": mode, "options": opts, "calc_params": calc_params}

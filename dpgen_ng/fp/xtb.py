@@ -87,7 +87,7 @@ class XtbLabeler(Labeler):
         params = {**asdict(self.settings), "command": options.get("command", "xtb")}
         return {**super().jobs(options),
                 **ase_jobs("xtb", params, options, self.type_map, self.checked, ("relax", "md"),
-                           python=sys.executable)}
+                           python=options.get("python") or sys.executable)}
 
     def parse(self, task_dir: Path) -> dpdata.LabeledSystem | Failure:
         path = Path(task_dir) / ENGRAD

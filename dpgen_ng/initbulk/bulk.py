@@ -69,7 +69,8 @@ class InitRun:
         self.out = workdir / params.out_dir_name()
         self.engine: Labeler = labeler_class(params.fp_style)(params.fp_settings, params.elements)
         command = machines["fp"].command if machines else params.fp_style
-        self.jobs = self.engine.jobs({**params.options, "command": command})
+        python = machines["fp"].python if machines else None
+        self.jobs = self.engine.jobs({**params.options, "command": command, "python": python})
 
     def dispatch(self, stage: str, work_base: Path, dirs: list[Path], job: JobKind,
                  write: Any) -> list[Any]:
@@ -143,7 +144,8 @@ class InitRun:
             frame = dpdata.System(str(sources[dirs.index(d)]), fmt="vasp/poscar",
                                   type_map=list(self.params.elements))
             job = self.engine.jobs({**self.params.options, "seed": seeds[d],
-                                    "command": self.machines["fp"].command})["md"]
+                                    "command": self.machines["fp"].command,
+                                    "python": self.machines["fp"].python})["md"]
             job.write(frame, d)
 
         self.dispatch("md", md_root, dirs, self.jobs["md"], write)

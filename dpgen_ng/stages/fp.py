@@ -365,11 +365,19 @@ def collect_labels(ctx: IterContext) -> None:
             "Fix the cause or raise ratio_failed, then run again:\n" + "\n".join(shown))
 
 
+def iteration_to_clean(clean: bool | int, iteration: int) -> int | None:
+    """Whose trajectories go once this iteration's labels are in (DP-GEN's model_devi_clean_traj):
+    true: this iteration's; an integer n: those of iteration - n, so the last n stay."""
+    if clean is True:
+        return iteration
+    if not isinstance(clean, bool) and clean > 0 and iteration - clean >= 0:
+        return iteration - clean
+    return None
+
+
 def post(ctx: IterContext) -> None:
     collect_labels(ctx)
-    clean = ctx.params.model_devi_clean_traj
-    if clean is True:
-        model_devi.clean_trajectories(ctx, ctx.iteration)
-    elif not isinstance(clean, bool) and clean > 0 and ctx.iteration - clean >= 0:
-        model_devi.clean_trajectories(ctx, ctx.iteration - clean)
+    gone = iteration_to_clean(ctx.params.model_devi_clean_traj, ctx.iteration)
+    if gone is not None:
+        model_devi.clean_trajectories(ctx, gone)
     summarize(ctx)  # last: a summary on disk means this post_fp has finished its work

@@ -44,7 +44,8 @@ def read_conf(p: RunParams, conf: Path) -> dpdata.System:
     try:
         return dpdata.System(str(conf), fmt=p.sys_format, type_map=list(p.type_map))
     except Exception as exc:  # noqa: BLE001 - dpdata raises many types
-        raise UserError(f"cannot read {conf} as {p.sys_format}: {exc}", "sys_format") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot read {conf} as {p.sys_format} ({first})", "sys_format") from None
 
 
 def slot_for(ctx: IterContext) -> Slot | None:

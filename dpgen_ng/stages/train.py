@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from dpgen_ng.config.param import RunParams
 from dpgen_ng.data import auto_batch_size, expand_systems
@@ -87,12 +88,20 @@ def _systems(ctx: IterContext, train_dir: Path) -> tuple[list[str], list[int]]:
     return systems, sizes
 
 
-def preflight(workdir: Path, p: RunParams) -> None:
-    """The iteration-0 gate before anything is written: ``sel`` against the neighbour counts of
-    the initial data and of every configuration the jobs explore."""
+def read_inputs(workdir: Path, p: RunParams) -> tuple[list[Path], list[Any]]:
+    """The initial data (deepmd/npy dirs) and every configuration the jobs explore (dpdata
+    Systems), read as `dpgen run` will: a path that leads nowhere is a UserError now."""
     data = [d for _, found in init_data(workdir, p) for d in found]
     sys_ids = sorted({s for job in p.model_devi_jobs for s in job.sys_idx})
     confs = [model_devi.read_conf(p, c) for s in sys_ids for c in model_devi.conf_paths(workdir, p, s)]
+    return data, confs
+
+
+def preflight(workdir: Path, p: RunParams, announce: Callable[[], None] = lambda: None) -> None:
+    """The iteration-0 gate before anything is written: the inputs can be read, then
+    (``announce`` first: it takes seconds) ``sel`` against their neighbour counts."""
+    data, confs = read_inputs(workdir, p)
+    announce()
     check_sel(p.default_training_param, p.type_map, data, confs)
 
 
