@@ -66,8 +66,8 @@ class Plan:
             out.append(f"{would or 'were '}moved to {self.archive} (nothing is deleted; a finished task "
                        f"whose inputs do not change is taken back from there): {', '.join(self.move)}")
         if self.in_place:
-            what = "run and post steps" if step % 3 == 1 else "post step"
-            out.append(f"{self.in_place} stays in place with its tasks; its {what} run again"
+            what = "run and post steps run" if step % 3 == 1 else "post step runs"
+            out.append(f"{self.in_place} stays in place with its tasks; its {what} again"
                        + ("; a task whose inputs or command changed is run again and its old outputs are "
                           "overwritten" if step % 3 == 1 else ""))
         return out
@@ -91,7 +91,10 @@ def make_plan(workdir: Path, target: tuple[int, int]) -> Plan:
     keep: list[str] = []
     if target != (0, 0):
         prev = "{} {}".format(*_prev(target))
-        idx = max(i for i, ln in enumerate(lines) if " ".join(ln.split()) == prev)
+        idx = max((i for i, ln in enumerate(lines) if " ".join(ln.split()) == prev), default=None)
+        if idx is None:  # a hand-edited record that skips it
+            raise UserError(f"no line '{prev}' in record.dpgen", str(record),
+                            "a record with a line for the step before the target")
         keep = lines[: idx + 1]
     it, step = target
     stage = step // 3

@@ -163,6 +163,8 @@ CASES = [
     Case("job dt < 0", edit("param.json", job(dt=-0.5)), CHECK, "model_devi_jobs[0].dt"),
     Case("nsteps beyond LAMMPS", edit("param.json", job(nsteps=2**31)), CHECK, "model_devi_jobs[0].nsteps"),
     Case("nsteps 0", edit("param.json", job(nsteps=0)), CHECK, "model_devi_jobs[0].nsteps"),
+    Case("grown nsteps beyond LAMMPS", edit("param.json", job(nsteps=10**9, max_iter=3, grow_nsteps={
+        "factor": 2, "max_factor": 4})), CHECK, "model_devi_jobs[0].grow_nsteps.max_factor"),
     Case("trj_freq 0", edit("param.json", job(trj_freq=0)), CHECK, "model_devi_jobs[0].trj_freq"),
     Case("no temperatures", edit("param.json", job(temps=[])), CHECK, "model_devi_jobs[0].temps"),
     Case("unknown ensemble", edit("param.json", job(ensemble="nvx")), CHECK, "model_devi_jobs[0].ensemble"),

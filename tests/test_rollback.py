@@ -53,6 +53,10 @@ def test_plans(tmp_path):
         make_plan(w, (1, 5))
     with pytest.raises(UserError, match="no record.dpgen"):
         make_plan(tmp_path, (0, 0))
+    (w / "record.dpgen").write_text("0 0\n0 1\n0 5\n")  # edited by hand
+    with pytest.raises(UserError, match="no line '0 3' in record.dpgen"):
+        make_plan(w, (0, 4))
+    assert make_plan(w, (0, 2)).keep_lines == ("0 0", "0 1")
 
 
 def test_apply_moves_and_cuts_the_record(tmp_path):

@@ -154,6 +154,10 @@ def parse_job(value: Any, where: str) -> ExploreJob:
         if d[key] is not None and d["max_iter"] is None:
             raise UserError(f"'{key}' without max_iter", f"{where}.{key}",
                             "a max_iter in the same job (it applies to repeated jobs only)")
+    grow = d["grow_nsteps"]
+    if grow is not None and d["nsteps"] * grow.max_factor > LAMMPS_MAX_STEPS:
+        raise UserError(f"{d['nsteps']} × {grow.max_factor} steps", f"{where}.grow_nsteps.max_factor",
+                        f"at most {LAMMPS_MAX_STEPS} steps in all (LAMMPS' limit)")
     return ExploreJob(
         sys_idx=tuple(d["sys_idx"]),
         temps=tuple(d["temps"]),
