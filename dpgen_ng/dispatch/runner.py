@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dpgen_ng.config.machine import LOCAL_CONTEXT_NAMES, StageMachine
+from dpgen_ng.config.machine import LOCAL_CONTEXT_NAMES, StageMachine, runs_here
 from dpgen_ng.dispatch.driver import Batch, Driver
 from dpgen_ng.dispatch.local_stop import stop_jobs
 from dpgen_ng.dispatch.progress import Meter, Running, Watch
@@ -315,7 +315,7 @@ class Dispatcher:
         jobs = [str(j.job_id) for b in batches for j in b.submission.belonging_jobs
                 if j.job_hash not in b.harvested and j.job_id]
         st = self.settings
-        if st.batch_type == "Shell" and st.machine["context_type"] in LOCAL_CONTEXTS:
+        if runs_here(st.machine):
             exc.stopped += [(stage, j) for j in stop_jobs(jobs)]
         else:
             exc.left += [(stage, j, st.batch_type) for j in jobs]

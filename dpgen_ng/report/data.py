@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from dpgen_ng.ledger import LEDGER_PATH, Ledger
-from dpgen_ng.record import STAGE_DIRS, STEPS, iter_name
+from dpgen_ng.record import STAGE_DIRS, iter_name
 from dpgen_ng.stages.model_devi import DEVI_TABLE
 from dpgen_ng.status import collect_status
 
@@ -102,6 +102,3 @@ def collect(workdir: Path) -> RunData:
     return RunData(status, {i: d for i in iterations if (d := _devi(workdir, i))}, it, curves, seconds,
                    kind)
 
-
-def step_name(step: int) -> str:
-    return STEPS[step] if 0 <= step < len(STEPS) else "-"
