@@ -10,7 +10,7 @@ DEMO_DIR   ?= demo-run
 PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup apt venv demo demo-cu test lint bench bench-data clean
+.PHONY: all setup apt venv demo demo-cu test lint bench bench-data bench-training clean
 
 all: test
 
@@ -60,6 +60,10 @@ bench: setup
 
 bench-data: setup
 	$(PY) bench/data_efficiency.py
+
+# training from earlier models vs from scratch; seconds per step of each backend (~25 min)
+bench-training: setup
+	$(PY) bench/training.py
 
 clean:
 	rm -rf $(DEMO_DIR) build .pytest_cache .ruff_cache

@@ -65,16 +65,21 @@ def shared_data(root: Path) -> Path:
     return data
 
 
+def new_work(work: Path, data: Path, iters: int) -> tuple[dict, dict]:
+    """A run dir on the shared data; the example's param and its job repeated ``iters`` times."""
+    work.mkdir(parents=True)
+    for f in ("machine.json", "CH4.POSCAR"):
+        shutil.copy(data / f, work / f)
+    (work / INIT).symlink_to(data / INIT)
+    (work / "valid").symlink_to(data / "valid")
+    p = json.loads((EXAMPLE / "param.json").read_text())
+    return p, dict(p["model_devi_jobs"][0], max_iter=iters, fatal_at_max=False)
+
+
 def run_dir(root: Path, data: Path, strategy: str, seed: int, args: argparse.Namespace) -> Path:
     work = root / f"{strategy}.seed{seed}"
     if not work.is_dir():
-        work.mkdir(parents=True)
-        for f in ("machine.json", "CH4.POSCAR"):
-            shutil.copy(data / f, work / f)
-        (work / INIT).symlink_to(data / INIT)
-        (work / "valid").symlink_to(data / "valid")
-        p = json.loads((EXAMPLE / "param.json").read_text())
-        job = dict(p["model_devi_jobs"][0], max_iter=args.iters, fatal_at_max=False)
+        p, job = new_work(work, data, args.iters)
         p.update(seed=seed, fp_pick=strategy, fp_task_max=args.budget, model_devi_jobs=[job],
                  numb_models=args.models,
                  convergence=[{"type": "validation", "force_rmse": 1e-9}])  # never: no early stop

@@ -39,7 +39,8 @@ def _row(workdir: Path, it: int, step: int) -> dict[str, Any]:
     d = workdir / iter_name(it)
     summary: IterationSummary | None = read_summary(workdir, it)
     row: dict[str, Any] = {"iteration": it, "step": step, "step_name": STEPS[step] if step >= 0 else "-",
-                           "train_copied": (d / STAGE_DIRS[0] / "copied").exists()}
+                           "train_copied": (d / STAGE_DIRS[0] / "copied").exists(),
+                           "resumed": _read_json(d / STAGE_DIRS[0] / "resumed.json") or {}}
     if summary is not None:
         js = summary.as_json()
         row.update(job=summary.job, run=summary.repeat + 1, nsteps=summary.nsteps, systems=js["systems"],
@@ -127,6 +128,10 @@ def format_status(status: dict[str, Any]) -> str:
                 f"{step if first else '':<16} {name:>4} {counts} {labeled if first else '':>7} "
                 f"{_fmt(force) if first else '':>7} {_fmt(rho, '.2f') if first else '':>5}  "
                 f"{conv if first else ''}")
+        for task, steps in row.get("resumed", {}).items():
+            notes.append(f"iteration {row['iteration']}: model {task} resumed from the checkpoint of step "
+                         f"{', '.join(map(str, steps))} (its job was killed; not bit-identical to an "
+                         "uninterrupted training)")
         if row["label_failures"]:
             notes.append(f"iteration {row['iteration']}: label failures "
                          + ", ".join(f"{k} {v}" for k, v in row["label_failures"].items()))

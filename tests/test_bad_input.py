@@ -105,6 +105,17 @@ def cp2k(p: dict) -> dict:
     return p
 
 
+def dpa3(p: dict) -> None:
+    """The PyTorch example's DPA-3 descriptor, left with the base's TensorFlow backend."""
+    example = json.loads((EXAMPLE / "param-pytorch-dpa3.json").read_text())
+    model = example["default_training_param"]["model"]
+    p["default_training_param"]["model"]["descriptor"] = model["descriptor"]
+
+
+def pytorch(**kw) -> Callable[[dict], None]:
+    return lambda p: p.update(train_backend="pytorch", **kw)
+
+
 def cp2k_project(p: dict) -> None:
     cp2k(p)["user_fp_params"]["GLOBAL"]["PROJECT"] = "DPGEN\n@INCLUDE /etc/passwd"
 
@@ -207,6 +218,32 @@ CASES = [
     Case("no api_version", edit("machine.json", lambda m: m.pop("api_version")), CHECK, "api_version"),
     Case("unknown batch_type", edit("machine.json", lambda m: m["fp"]["machine"].update(batch_type="Nope")),
          CHECK, "fp.machine.batch_type"),
+    # backends and training from earlier models
+    Case("DPA-3 with TensorFlow", edit("param.json", dpa3), CHECK,
+         "default_training_param.model.descriptor.type"),
+    Case("descriptor not a mapping", edit("param.json", lambda p: p["default_training_param"]["model"].update(
+        descriptor="se_e2_a")), CHECK, "default_training_param.model"),
+    Case("train_backend jax", edit("param.json", lambda p: p.update(train_backend="jax")), CHECK,
+         "train_backend"),
+    Case("fine-tune a frozen .pth", edit("param.json", pytorch(training_finetune_model=["m.pth"] * 4)),
+         CHECK, "training_finetune_model"),
+    Case("compress DPA-3", edit("param.json", lambda p: (dpa3(p), pytorch(dp_compress=True)(p))), CHECK,
+         "dp_compress"),
+    Case("reuse key without training_reuse_iter",
+         edit("param.json", lambda p: p.update(training_reuse_start_lr=1e-4)), CHECK,
+         "training_reuse_start_lr"),
+    Case("old ratio out of range", edit("param.json", lambda p: p.update(
+        training_reuse_iter=1, training_reuse_old_ratio=1.5)), CHECK, "training_reuse_old_ratio"),
+    Case("iter0 model dirs not there", edit("param.json", lambda p: p.update(
+        training_init_model=True, training_iter0_model_path=["old/00[0-3]"])), CHECK,
+         "training_iter0_model_path"),
+    Case("fine-tune model not there", edit("param.json", pytorch(
+        training_finetune_model=["a/model.ckpt.pt"] * 4)), CHECK, "training_finetune_model[0]"),
+    Case("two ways to start iteration 0", edit("param.json", lambda p: p.update(
+        training_init_frozen_model=["a.pb"] * 4, training_finetune_model=["a.pb"] * 4)), CHECK,
+         "training_finetune_model"),
+    Case("training_resume unknown", edit("param.json", lambda p: p.update(training_resume="restart")), CHECK,
+         "training_resume"),
     # strings copied into engine inputs
     Case("type name with ';'", edit("param.json", lambda p: p.update(type_map=["H", "C;rm"])), CHECK,
          "type_map"),

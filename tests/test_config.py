@@ -77,7 +77,7 @@ def test_job_aliases_accepted(example_param):
     assert (job.temps, job.trj_freq, job.ensemble) == ((50.0,), 5, "nve")
 
 
-@pytest.mark.parametrize("key", ["training_reuse_iter", "model_devi_plumed", "fp_cluster_vacuum",
+@pytest.mark.parametrize("key", ["one_h5", "model_devi_plumed", "fp_cluster_vacuum",
                                  "use_clusters", "cvasp"])
 def test_known_dpgen_keys_are_not_supported_yet(example_param, key):
     err = error_of(dict(example_param, **{key: 1}))

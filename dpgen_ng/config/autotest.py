@@ -256,7 +256,7 @@ def parse_interaction(raw: dict[str, Any], role: str, where: str, default_map: t
         model = Path(p["model"][0]).expanduser()
         model = model if model.is_absolute() else workdir / model
         if not model.is_file():
-            raise UserError(f"{model} not found", join(where, "model"), "a frozen DeePMD model (.pb)")
+            raise UserError(f"{model} not found", join(where, "model"), "a frozen DeePMD model (.pb or .pth)")
         return InteractionSettings(role, kind, type_map, model=model.resolve(), machine=machine,
                                    label=p["model"][0])
     if kind == "vasp":

@@ -31,26 +31,11 @@ from dpgen_ng.explore.pick import PICKERS
 from dpgen_ng.explore.select import AdaptiveTrust
 from dpgen_ng.fp import labeler_names, split_labeler_keys
 from dpgen_ng.io import load_config
+from dpgen_ng.train.deepmd import BACKENDS, Backend
+from dpgen_ng.train.warmstart import Reuse, WarmStart, check_combination, parse_old_ratio
 
 # DP-GEN keys that we recognise but do not implement yet: never silently ignored.
 UNSUPPORTED: dict[str, str] = {
-    **{
-        k: "remove it; training from earlier models comes in a later release"
-        for k in (
-            "training_iter0_model_path",
-            "training_init_model",
-            "training_init_frozen_model",
-            "training_finetune_model",
-            "training_reuse_iter",
-            "training_reuse_old_ratio",
-            "training_reuse_numb_steps",
-            "training_reuse_stop_batch",
-            "training_reuse_start_lr",
-            "training_reuse_start_pref_e",
-            "training_reuse_start_pref_f",
-            "training_reuse_decay_steps",
-        )
-    },
     **{
         k: "remove it; this exploration option comes in a later release"
         for k in (
@@ -78,7 +63,7 @@ UNSUPPORTED: dict[str, str] = {
     },
     **{
         k: "remove it; this training option comes in a later release"
-        for k in ("srtab_file_path", "one_h5", "dp_compress", "dp_train_skip_neighbor_stat")
+        for k in ("srtab_file_path", "one_h5", "dp_train_skip_neighbor_stat")
     },
     **{
         k: "remove it; this selection option comes in a later release"
@@ -91,6 +76,15 @@ UNSUPPORTED: dict[str, str] = {
 
 DPGEN_FP_STYLES = { "gaussian", "siesta", "abacus", "amber/diff", "pwmat", "cpx",
                    "custom"}
+
+
+def _backend(value: Any, where: str) -> str:
+    if value in BACKENDS:
+        return value
+    if value in ("jax", "pytorch-exportable", "paddle"):
+        raise UserError(f"train_backend '{value}' is not supported yet", where,
+                        "one of " + ", ".join(map(repr, BACKENDS)))
+    raise UserError(f"got {value!r}", where, "one of " + ", ".join(map(repr, BACKENDS)))
 
 
 def _false_only(why: str):  # noqa: ANN202 - a parser
@@ -176,12 +170,52 @@ def _training_param(value: Any, where: str) -> dict[str, Any]:
     for k in ("model", "training"):
         if not isinstance(d.get(k), dict):
             raise UserError(f"missing '{k}' section", where, "a DeePMD-kit input with 'model' and 'training'")
-    check_training_input(d, where)
     return copy.deepcopy(d)
 
 
-def check_training_input(d: dict[str, Any], where: str) -> None:
-    """Validate with DeePMD-kit's own (strict) schema, as ``dp train`` will, before any job runs."""
+def _supported_backends(kind: str, name: str) -> list[str] | None:
+    """The backends in the "(Supported Backend: …)" label DeePMD-kit's argument registry gives a
+    descriptor, fitting or loss type (None when it has none, i.e. all backends)."""
+    from deepmd.utils import argcheck
+
+    plugin = {"descriptor": argcheck.descrpt_args_plugin, "fitting_net": argcheck.fitting_args_plugin,
+              "loss": argcheck.loss_args_plugin}[kind]
+    for (key, alias, doc), _ in plugin._ArgsPlugin__plugin.plugins.items():  # noqa: SLF001
+        if name == key or name in (alias or ()):
+            head = doc.split(")", 1)[0]
+            if not head.startswith("(Supported Backend:"):
+                return None
+            return [b.strip() for b in head[len("(Supported Backend:"):].split(",")]
+    return None
+
+
+def check_backend_support(d: dict[str, Any], backend: Backend, where: str) -> None:
+    """Each descriptor / fitting / loss type of the input is one DeePMD-kit's schema documents for
+    the chosen backend (DPA-2 and DPA-3, say, are PyTorch-only)."""
+    model = d.get("model", {})
+    parts: list[tuple[str, str, Any]] = []
+    desc = model.get("descriptor", {})
+    subs = desc.get("list", []) if desc.get("type") == "hybrid" else [desc]
+    for i, sub in enumerate(subs):
+        path = f"{where}.model.descriptor" + (f".list[{i}]" if desc.get("type") == "hybrid" else "")
+        parts.append(("descriptor", path, sub.get("type", "se_e2_a") if isinstance(sub, dict) else None))
+    fitting = model.get("fitting_net", {}).get("type", "ener")
+    parts.append(("fitting_net", f"{where}.model.fitting_net", fitting))
+    parts.append(("loss", f"{where}.loss", d.get("loss", {}).get("type", "ener")))
+    for kind, path, name in parts:
+        if not isinstance(name, str):
+            continue
+        label = _supported_backends(kind, name)
+        if label is not None and backend.doc_name not in label:
+            raise UserError(f"{kind} type '{name}' is not available in DeePMD-kit's {backend.doc_name} "
+                            f"backend (supported: {', '.join(label)})", f"{path}.type",
+                            "train_backend: pytorch" if "PyTorch" in label and backend.name != "pytorch"
+                            else f"a {kind} type of the {backend.name} backend")
+
+
+def check_training_input(d: dict[str, Any], where: str, backend: Backend | None = None) -> None:
+    """Validate with DeePMD-kit's own (strict) schema, as ``dp train`` will, before any job runs,
+    then the types it uses against ``backend``."""
     import warnings
 
     from deepmd.utils.argcheck import normalize
@@ -200,6 +234,8 @@ def check_training_input(d: dict[str, Any], where: str) -> None:
         text = text.replace("[at root location] ", "")
         raise UserError(text.rstrip(". "), f"{where}.{loc}" if loc else where,
                         "a valid DeePMD-kit 3.2 input (see `dp train --help` / its docs)") from None
+    if backend is not None:  # after the schema: the sections are dicts now
+        check_backend_support(d, backend, where)
 
 
 _FIELDS: dict[str, Field] = {
@@ -214,7 +250,23 @@ _FIELDS: dict[str, Field] = {
     "sys_format": Field(as_str, default="vasp/poscar"),
     "numb_models": Field(in_range(as_int, 2, 64), default=4),
     "default_training_param": Field(_training_param, doc="a DeePMD-kit input.json"),
-    "train_backend": Field(one_of("tensorflow"), default="tensorflow"),
+    "train_backend": Field(_backend, default="tensorflow", doc="DeePMD-kit backend: tensorflow, pytorch"),
+    "training_init_model": Field(as_bool, default=False),
+    "training_iter0_model_path": Field(str_or_list_of_str, default=list),
+    "training_init_frozen_model": Field(str_or_list_of_str, default=list),
+    "training_finetune_model": Field(str_or_list_of_str, default=list),
+    "training_reuse_iter": Field(positive(as_int, strict=False), default=None),
+    "training_reuse_old_ratio": Field(parse_old_ratio, default=None),
+    "training_reuse_numb_steps": Field(positive(as_int), default=None,
+                                       aliases=("training_reuse_stop_batch",)),
+    "training_reuse_start_lr": Field(positive(as_float), default=None),
+    "training_reuse_start_pref_e": Field(positive(as_float, strict=False), default=None),
+    "training_reuse_start_pref_f": Field(positive(as_float, strict=False), default=None),
+    "training_reuse_decay_steps": Field(positive(as_int), default=None),
+    "dp_compress": Field(as_bool, default=False),
+    "training_resume": Field(one_of("checkpoint", "from_scratch"), default="checkpoint",
+                             doc="a training killed mid-way: continue from its checkpoint "
+                                 "(DP-GEN), or start it over (reproduces the uninterrupted model)"),
     "mlp_engine": Field(one_of("dp"), default="dp"),
     "model_devi_engine": Field(one_of("lammps"), default="lammps"),
     "model_devi_dt": Field(positive(as_float), doc="MD time step in ps"),
@@ -292,6 +344,14 @@ class RunParams:
     validation_data_sys: tuple[str, ...] = ()
     convergence: tuple[StopCriterion, ...] = ()
     fp_pick: str = "random"
+    train_backend: str = "tensorflow"
+    warm_start: WarmStart = field(default_factory=WarmStart)
+    dp_compress: bool = False
+    training_resume: str = "checkpoint"
+
+    @property
+    def backend(self) -> Backend:
+        return BACKENDS[self.train_backend]
 
     def training_param(self) -> dict[str, Any]:
         """A fresh deep copy of ``default_training_param`` (the settings are never mutated)."""
@@ -320,7 +380,7 @@ class RunParams:
                 value = [c.as_json() for c in value]
             elif name == "adaptive":
                 value = None if value is None else value.__dict__
-            elif name == "fp_settings":
+            elif name in ("fp_settings", "warm_start"):
                 value = value.as_json()
             elif name == "min_distance":
                 value = {f"{self.type_map[a]}-{self.type_map[b]}": d for (a, b), d in value.items()}
@@ -402,6 +462,11 @@ def parse_run_params(raw: dict[str, Any]) -> RunParams:
                         f"a value ≤ fp_accurate_threshold ({p['fp_accurate_threshold']})")
     _check_convergence(p)
     tparam = p["default_training_param"]
+    backend = BACKENDS[p["train_backend"]]
+    check_training_input(tparam, "default_training_param", backend)
+    warm = _warm_start(p)
+    check_combination(warm, p["numb_models"], backend, tparam["model"].get("descriptor", {}),
+                      p["dp_compress"])
     tmap = tparam["model"].get("type_map")
     if tmap is not None and list(tmap) != list(p["type_map"]):
         raise UserError(f"type_map {tmap} differs from the top-level type_map {p['type_map']}",
@@ -444,7 +509,36 @@ def parse_run_params(raw: dict[str, Any]) -> RunParams:
         validation_data_prefix=p["validation_data_prefix"],
         validation_data_sys=tuple(p["validation_data_sys"]),
         convergence=p["convergence"] or (),
+        train_backend=p["train_backend"],
+        warm_start=warm,
+        dp_compress=p["dp_compress"],
+        training_resume=p["training_resume"],
     )
+
+
+_REUSE_KEYS = ("training_reuse_old_ratio", "training_reuse_numb_steps", "training_reuse_start_lr",
+               "training_reuse_start_pref_e", "training_reuse_start_pref_f", "training_reuse_decay_steps")
+
+
+def _warm_start(p: dict[str, Any]) -> WarmStart:
+    reuse = None
+    if p["training_reuse_iter"] is None:
+        for key in _REUSE_KEYS:
+            if p[key] is not None:
+                raise UserError(f"'{key}' has no effect without training_reuse_iter", key,
+                                "set training_reuse_iter (the first iteration that reuses the "
+                                "previous models), or remove it")
+    else:
+        ratio, factor = p["training_reuse_old_ratio"] or (None, 10.0)
+        reuse = Reuse(start_iter=p["training_reuse_iter"], old_ratio=ratio, auto_factor=factor,
+                      numb_steps=p["training_reuse_numb_steps"], start_lr=p["training_reuse_start_lr"],
+                      start_pref_e=p["training_reuse_start_pref_e"],
+                      start_pref_f=p["training_reuse_start_pref_f"],
+                      decay_steps=p["training_reuse_decay_steps"])
+    return WarmStart(init_model=p["training_init_model"],
+                     iter0_model_path=tuple(p["training_iter0_model_path"]),
+                     init_frozen_model=tuple(p["training_init_frozen_model"]),
+                     finetune_model=tuple(p["training_finetune_model"]), reuse=reuse)
 
 
 def _check_convergence(p: dict[str, Any]) -> None:

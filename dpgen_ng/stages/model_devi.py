@@ -74,7 +74,7 @@ def make(ctx: IterContext) -> None:
     (md_dir / "confs").mkdir(parents=True, exist_ok=True)
     graphs = []
     for k in range(p.numb_models):
-        name = f"graph.{k:03d}.pb"
+        name = p.backend.graph(k)
         relink(md_dir / name, os.path.relpath((ctx.stage_dir(0) / name).resolve(), md_dir))
         graphs.append(f"../{name}")
     rng = ctx.rng("model_devi")
@@ -124,7 +124,7 @@ def run(ctx: IterContext) -> None:
     specs = [TaskSpec(t["path"], cmd, (lammps.CONF, lammps.INPUT),
                       (lammps.DEVI, lammps.TRAJ, lammps.LOG), "lmp.out", "lmp.err", watch=watch)
              for t in manifest["tasks"]]
-    common = [f"graph.{k:03d}.pb" for k in range(ctx.params.numb_models)]
+    common = [ctx.params.backend.graph(k) for k in range(ctx.params.numb_models)]
     # An MD run that blows up (lost atoms, NaN) is signal, not an error: post keeps its frames,
     # and running it again would blow up the same way.
     ctx.dispatcher("model_devi").run(ctx.iteration, "model_devi", md_dir, specs, common,

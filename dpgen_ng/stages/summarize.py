@@ -37,7 +37,7 @@ def _json(path: Path) -> dict:
 
 
 def committee(ctx: IterContext) -> list[Path]:
-    return [ctx.stage_dir(0) / f"graph.{k:03d}.pb" for k in range(ctx.params.numb_models)]
+    return [ctx.stage_dir(0) / ctx.params.backend.graph(k) for k in range(ctx.params.numb_models)]
 
 
 def evaluate_committee(ctx: IterContext, labels: list[Path]):  # noqa: ANN201 - (Validation, Calibration)

@@ -1,9 +1,10 @@
-"""The DeePMD-kit trainer (TensorFlow backend): ``input.json`` for model k, commands, model file."""
+"""The DeePMD-kit trainer: ``input.json`` for model k, each backend's commands and file names."""
 
 from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,45 @@ from dpgen_ng.dispatch.progress import Watch
 from dpgen_ng.rng import draw_seed
 
 INPUT = "input.json"
-MODEL = "frozen_model.pb"
 LOG = "train.log"
-BACKWARD = (MODEL, "lcurve.out", "checkpoint", "model.ckpt.index", "model.ckpt.meta",
-            "model.ckpt.data-00000-of-00001")
+RESUMED = "resumed_from"  # one line per restart from a checkpoint: the checkpoint's file name
+CKPT = "model.ckpt"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What differs between DeePMD-kit's backends for training, freezing and running a model."""
+
+    name: str  # DP-GEN's train_backend value
+    flag: str  # dp's backend switch
+    suffix: str  # frozen model
+    ckpt_files: tuple[str, ...]  # the checkpoint ``model.ckpt`` as files (the first is probed)
+    finetune_suffix: str  # what --finetune reads: a frozen model (TF) or a checkpoint (PyTorch)
+    doc_name: str  # the name DeePMD-kit's argument docs give it ("Supported Backend: …")
+
+    @property
+    def model(self) -> str:
+        return f"frozen_model{self.suffix}"
+
+    @property
+    def compressed(self) -> str:
+        return f"frozen_model_compressed{self.suffix}"
+
+    def graph(self, k: int) -> str:
+        """The committee member's name under 00.train and 01.model_devi."""
+        return f"graph.{k:03d}{self.suffix}"
+
+    def backward(self, compress: bool) -> tuple[str, ...]:
+        models = (self.model, self.compressed) if compress else (self.model,)
+        return (*models, "lcurve.out", "checkpoint", *self.ckpt_files, RESUMED)
+
+
+BACKENDS: dict[str, Backend] = {
+    "tensorflow": Backend("tensorflow", "--tf", ".pb",
+                          (f"{CKPT}.index", f"{CKPT}.meta", f"{CKPT}.data-00000-of-00001"), ".pb",
+                          "TensorFlow"),
+    "pytorch": Backend("pytorch", "--pt", ".pth", (f"{CKPT}.pt",), ".pt", "PyTorch"),
+}
 
 
 def _seed_descriptor(desc: dict[str, Any], rng: np.random.Generator) -> None:
@@ -55,12 +91,38 @@ def training_input(
     return jinput
 
 
-def command(dp: str) -> str:
-    """Train (restarting from a checkpoint left by an interrupted attempt), then freeze."""
-    return (
-        f"if [ -f model.ckpt.index ]; then {dp} --tf train --restart model.ckpt {INPUT}; "
-        f"else {dp} --tf train {INPUT}; fi && {dp} --tf freeze -o {MODEL}"
-    )
+def command(dp: str, backend: Backend, init_flag: str = "", compress: bool = False,
+            from_scratch: bool = False) -> str:
+    """Train, then freeze (then compress). A task run again after its job was killed continues
+    from the checkpoint the killed attempt left (``dp train --restart``, DP-GEN's behaviour) and
+    notes that checkpoint in ``resumed_from``; with ``from_scratch`` it starts over instead, which
+    reproduces the uninterrupted model exactly (DeePMD-kit does not restore its data-sampling
+    state on a restart)."""
+    dpb = f"{dp} {backend.flag}"
+    fresh = f": > {RESUMED}; {dpb} train {INPUT}{init_flag}"
+    if from_scratch:
+        train = f"rm -f {CKPT}* checkpoint lcurve.out; {fresh}"
+    else:
+        probe = backend.ckpt_files[0]
+        train = (f"if [ -f {probe} ]; then basename \"$(readlink {probe} || echo {probe})\" >> {RESUMED}; "
+                 f"{dpb} train {INPUT} --restart {CKPT}; else {fresh}; fi")
+    out = f"{train} && {dpb} freeze -o {backend.model}"
+    if compress:
+        out += f" && {dpb} compress -i {backend.model} -o {backend.compressed}"
+    return out
+
+
+def resumed_steps(task_dir: Path) -> list[int]:
+    """The steps of the checkpoints a training task was restarted from (none: it ran in one go)."""
+    try:
+        lines = (Path(task_dir) / RESUMED).read_text().split()
+    except OSError:
+        return []
+    steps = []
+    for name in lines:
+        stem = name.split(".ckpt-", 1)[-1].split(".", 1)[0] if ".ckpt-" in name else ""
+        steps.append(int(stem) if stem.isdigit() else -1)
+    return steps
 
 
 def watch(task_dir: Path) -> Watch | None:

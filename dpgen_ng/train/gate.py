@@ -97,7 +97,8 @@ def read_lcurve(path: Path, last: int = 3) -> dict[str, float] | None:
     return {name: float(np.nanmean(data[:, i])) for i, name in enumerate(header) if name != "step"}
 
 
-def fit_report(lcurves: Sequence[Path], iteration: int, f_hi: float) -> dict[str, Any]:
+def fit_report(lcurves: Sequence[Path], iteration: int, f_hi: float,
+               model: str = "graph.000.pb") -> dict[str, Any]:
     """Each model's training-set RMSEs from its lcurve.out; at iteration 0, a warning when the
     models cannot fit their own data to within trust_hi."""
     models = [read_lcurve(p) or {} for p in lcurves]
@@ -108,7 +109,7 @@ def fit_report(lcurves: Sequence[Path], iteration: int, f_hi: float) -> dict[str
             f"iteration 0: the models fit their own training data only to a force RMSE of "
             f"{np.mean(forces):.3g} eV/Å (lcurve.out, mean of {len(forces)}), above trust_hi {f_hi:g} "
             "eV/Å, so most explored frames will fail: check the type_map order and units of the "
-            "initial data, sel, and numb_steps (`dp test -m graph.000.pb -s <data>`)")
+            f"initial data, sel, and numb_steps (`dp test -m 00.train/{model} -s <data>`)")
     return {"models": models, "warnings": warnings}
 
 
