@@ -11,7 +11,7 @@ from typing import Any
 
 from dpgen_ng.ledger import LEDGER_PATH, Ledger
 from dpgen_ng.record import STAGE_DIRS, STEPS, iter_name, read_record
-from dpgen_ng.stages.context import LABELS_FILE, MANIFEST, SELECTION_FILE
+from dpgen_ng.stages.context import LABELS_FILE, MANIFEST, RESUMED_FILE, SELECTION_FILE
 from dpgen_ng.summary import IterationSummary, read_summary, validation_from_json
 from dpgen_ng.train.evaluate import VALIDATION_FILE
 
@@ -40,7 +40,7 @@ def _row(workdir: Path, it: int, step: int) -> dict[str, Any]:
     summary: IterationSummary | None = read_summary(workdir, it)
     row: dict[str, Any] = {"iteration": it, "step": step, "step_name": STEPS[step] if step >= 0 else "-",
                            "train_copied": (d / STAGE_DIRS[0] / "copied").exists(),
-                           "resumed": _read_json(d / STAGE_DIRS[0] / "resumed.json") or {}}
+                           "resumed": _read_json(d / STAGE_DIRS[0] / RESUMED_FILE) or {}}
     if summary is not None:
         js = summary.as_json()
         row.update(job=summary.job, run=summary.repeat + 1, nsteps=summary.nsteps, systems=js["systems"],

@@ -461,16 +461,7 @@ def parse_run_params(raw: dict[str, Any]) -> RunParams:
         raise UserError("soft threshold above the hard one", "fp_accurate_soft_threshold",
                         f"a value ≤ fp_accurate_threshold ({p['fp_accurate_threshold']})")
     _check_convergence(p)
-    tparam = p["default_training_param"]
-    backend = BACKENDS[p["train_backend"]]
-    check_training_input(tparam, "default_training_param", backend)
-    warm = _warm_start(p)
-    check_combination(warm, p["numb_models"], backend, tparam["model"].get("descriptor", {}),
-                      p["dp_compress"])
-    tmap = tparam["model"].get("type_map")
-    if tmap is not None and list(tmap) != list(p["type_map"]):
-        raise UserError(f"type_map {tmap} differs from the top-level type_map {p['type_map']}",
-                        "default_training_param.model.type_map", "the same list, or leave it out")
+    tparam, warm = _check_training(p)
 
     return RunParams(
         type_map=tuple(p["type_map"]),
@@ -514,6 +505,22 @@ def parse_run_params(raw: dict[str, Any]) -> RunParams:
         dp_compress=p["dp_compress"],
         training_resume=p["training_resume"],
     )
+
+
+def _check_training(p: dict[str, Any]) -> tuple[dict[str, Any], WarmStart]:
+    """The DeePMD-kit input against its schema and the backend, type_map, and the keys that say
+    how models start; returns the input and the warm start."""
+    tparam = p["default_training_param"]
+    backend = BACKENDS[p["train_backend"]]
+    check_training_input(tparam, "default_training_param", backend)
+    warm = _warm_start(p)
+    check_combination(warm, p["numb_models"], backend, tparam["model"].get("descriptor", {}),
+                      p["dp_compress"])
+    tmap = tparam["model"].get("type_map")
+    if tmap is not None and list(tmap) != list(p["type_map"]):
+        raise UserError(f"type_map {tmap} differs from the top-level type_map {p['type_map']}",
+                        "default_training_param.model.type_map", "the same list, or leave it out")
+    return tparam, warm
 
 
 _REUSE_KEYS = ("training_reuse_old_ratio", "training_reuse_numb_steps", "training_reuse_start_lr",

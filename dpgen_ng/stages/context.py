@@ -19,6 +19,7 @@ from dpgen_ng.record import STAGE_DIRS, iter_name
 from dpgen_ng.rng import stage_rng
 
 MANIFEST = "tasks.json"
+RESUMED_FILE = "resumed.json"  # 00.train: models restarted from a checkpoint, with its steps
 SELECTION_FILE = "selection.json"  # 02.fp: counts per system, trust levels used, picked frames
 LABELS_FILE = "labels.json"  # 02.fp: labeled / failed (by kind) per task and per system
 

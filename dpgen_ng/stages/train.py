@@ -16,7 +16,7 @@ from dpgen_ng.errors import StageError, UserError
 from dpgen_ng.io import atomic_write_json, relink
 from dpgen_ng.record import STAGE_DIRS
 from dpgen_ng.stages import model_devi
-from dpgen_ng.stages.context import LABELS_FILE, IterContext, read_manifest, write_manifest
+from dpgen_ng.stages.context import LABELS_FILE, RESUMED_FILE, IterContext, read_manifest, write_manifest
 from dpgen_ng.stages.summarize import evaluate_committee
 from dpgen_ng.summary import read_summary
 from dpgen_ng.train import deepmd, warmstart
@@ -24,7 +24,6 @@ from dpgen_ng.train.gate import FIT_FILE, check_sel, fit_report
 
 log = logging.getLogger("dpgen_ng.train")
 COPIED = "copied"
-RESUMED_FILE = "resumed.json"
 
 
 def _relink(link: Path, target: Path) -> None:
