@@ -31,6 +31,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m dpgen_ng.launcher $(VENV)/bin/lmp
 	touch $(STAMP)
 
 demo: setup

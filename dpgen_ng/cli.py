@@ -1,4 +1,5 @@
-"""The ``dpgen`` command: run, check, status, report, rollback, init_bulk, test (alias autotest)."""
+"""The ``dpgen`` command: run, check, status, report, rollback, init_bulk, init_surf, test (alias
+autotest), simplify, collect."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 import click
 
 from dpgen_ng import __version__
+from dpgen_ng.config.kinds import expect_kind
 from dpgen_ng.errors import StageError, UserError
 from dpgen_ng.interrupt import Interrupted, signals_raise
 from dpgen_ng.io import read_config_file
@@ -79,6 +81,7 @@ def run_cmd(param: Path, machine: Path, workdir: Path, verbose: bool) -> None:
     from dpgen_ng.status import collect_status, format_status
 
     quiet_dpdispatcher()
+    expect_kind(read_config_file(param), "run", param)
     params = load_run_params(param)
     machines = load_machine(machine)
     missing_commands(machines)
@@ -98,21 +101,30 @@ def run_cmd(param: Path, machine: Path, workdir: Path, verbose: bool) -> None:
 @WORKDIR
 @handle_errors
 def check_cmd(param: Path, machine: Path | None, workdir: Path) -> None:
-    """Validate PARAM (a run param.json, an init.json or a test.json) and MACHINE; print the
-    effective settings as JSON. Writes nothing."""
+    """Validate PARAM (any DP-GEN param file) and MACHINE; print the
+    effective settings as JSON. Writes nothing. Says which kind of DP-GEN param it read PARAM as
+    (run, init_bulk, init_surf, simplify, test; a kind dpgen_ng does not read, e.g. init_reaction,
+    is refused in one line)."""
     from dpgen_ng.config.autotest import load_test_params
     from dpgen_ng.config.init import load_init_params
     from dpgen_ng.config.machine import STAGES, load_machine, missing_commands
     from dpgen_ng.config.param import load_run_params
 
     quiet_dpdispatcher()
-    raw = read_config_file(param)
-    is_init = "stages" in raw and "model_devi_jobs" not in raw
-    is_test = "structures" in raw and "interaction" in raw
+    kind = expect_kind(read_config_file(param), "", param)
     stages: tuple[str, ...] = STAGES
-    if is_init:
+    if kind.command == "init_bulk":
         settings, stages = load_init_params(param, workdir).effective(), ("fp",)
-    elif is_test:
+    elif kind.command == "init_surf":
+        from dpgen_ng.config.initsurf import load_initsurf_params
+
+        settings, stages = load_initsurf_params(param, workdir).effective(), ("fp",)
+    elif kind.command == "simplify":
+        from dpgen_ng.simplify import load_simplify_params, machine_stages
+
+        simplify = load_simplify_params(param, workdir)
+        settings, stages = simplify.effective(), machine_stages(simplify)
+    elif kind.command == "test":
         test = load_test_params(param, workdir)
         settings, stages = test.effective(), tuple(sorted({i.stage for i in test.interactions}))
     else:
@@ -127,7 +139,8 @@ def check_cmd(param: Path, machine: Path | None, workdir: Path) -> None:
         missing_commands(machines)
         out["machine"] = machines.as_json()
     click.echo(json.dumps(out, indent=2, default=str))
-    click.echo(f"ok: {param}" + (f" and {machine}" if machine else "") + " are valid", err=True)
+    click.echo(f"ok: {param} (read as a DP-GEN {kind.name} param, for dpgen {kind.command})"
+               + (f" and {machine}" if machine else "") + " are valid", err=True)
 
 
 @main.command("status")
@@ -207,6 +220,7 @@ def init_bulk_cmd(param: Path, machine: Path | None, workdir: Path, verbose: boo
     from dpgen_ng.initbulk.bulk import init_bulk
 
     quiet_dpdispatcher()
+    expect_kind(read_config_file(param), "init_bulk", param)
     params = load_init_params(param, workdir)
     machines = load_machine(machine, required=("fp",)) if machine else None
     if machines is not None:
@@ -214,6 +228,83 @@ def init_bulk_cmd(param: Path, machine: Path | None, workdir: Path, verbose: boo
     setup_logging(workdir, verbose)
     report = init_bulk(params, workdir, machines)
     click.echo(json.dumps(report, indent=2))
+
+
+@main.command("init_surf")
+@click.argument("param", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("machine", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@WORKDIR
+@VERBOSE
+@handle_errors
+def init_surf_cmd(param: Path, machine: Path | None, workdir: Path, verbose: bool) -> None:
+    """Slabs from a bulk cell (Miller indices, layers, vacuum), relaxed, scaled, elongated along z
+    and perturbed, in DP-GEN's layout: configurations for a run's sys_configs.
+
+    Without MACHINE nothing is relaxed (the structures are built as placed).
+    """
+    from dpgen_ng.config.initsurf import load_initsurf_params
+    from dpgen_ng.config.machine import load_machine, missing_commands
+    from dpgen_ng.initsurf.surf import init_surf
+
+    quiet_dpdispatcher()
+    expect_kind(read_config_file(param), "init_surf", param)
+    params = load_initsurf_params(param, workdir)
+    machines = load_machine(machine, required=("fp",)) if machine else None
+    if machines is not None:
+        missing_commands(machines)
+    setup_logging(workdir, verbose)
+    click.echo(json.dumps(init_surf(params, workdir, machines), indent=2))
+
+
+@main.command("simplify")
+@click.argument("param", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("machine", type=click.Path(dir_okay=False, path_type=Path))
+@WORKDIR
+@VERBOSE
+@handle_errors
+def simplify_cmd(param: Path, machine: Path, workdir: Path, verbose: bool) -> None:
+    """Prune a data set (DP-GEN's simplify): train a committee on a picked subset, pick the frames
+    it predicts worst from the rest, repeat. Resumes like `dpgen run`; the result is
+    WORKDIR/data.simplified (see docs/simplify.md)."""
+    from dpgen_ng.config.machine import load_machine, missing_commands
+    from dpgen_ng.simplify import load_simplify_params, machine_stages, run_simplify
+
+    quiet_dpdispatcher()
+    expect_kind(read_config_file(param), "simplify", param)
+    params = load_simplify_params(param, workdir)
+    machines = load_machine(machine, machine_stages(params))
+    missing_commands(machines)
+    setup_logging(workdir, verbose)
+    code = run_simplify(params, workdir, machines)
+    if code:
+        sys.exit(code)
+
+
+@main.command("collect")
+@click.argument("job_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("-p", "--parameter", "param", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("param.json"), show_default=True,
+              help="The run's param file (for its init_data_sys), relative to JOB_DIR.")
+@click.option("-v", "--verbose", is_flag=True, help="One line per system: formula, atoms, frames.")
+@click.option("-m", "--merge", is_flag=True, help="Merge the systems with the same chemical formula.")
+@click.option("-s", "--shuffle", is_flag=True, help="Shuffle each iteration set (seeded: --seed).")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of --shuffle.")
+@click.option("--hdf5", is_flag=True, help="Write one HDF5 file (deepmd/hdf5) instead of directories.")
+@handle_errors
+def collect_cmd(job_dir: Path, output: Path, param: Path, verbose: bool, merge: bool, shuffle: bool,
+                seed: int, hdf5: bool) -> None:
+    """Gather the initial data and every iteration's labels of the run in JOB_DIR into OUTPUT
+    (deepmd/npy: init.III and sys.KEY, as DP-GEN's collect). OUTPUT must be new."""
+    from dpgen_ng.collect import collect
+
+    sets = collect(job_dir, output, param, merge=merge, shuffle=shuffle, hdf5=hdf5, seed=seed)
+    if verbose:
+        for s in sets:
+            click.echo(f"{s.name:>24} {s.system.formula:>16} natoms {s.system.get_natoms():6d} "
+                       f"nframes {s.system.get_nframes():6d}  ({s.source})")
+    total = sum(s.system.get_nframes() for s in sets)
+    click.echo(f"collected {total} frames in {len(sets)} systems into {output}", err=True)
 
 
 TEST_STEPS = ("make", "run", "post")
@@ -229,6 +320,7 @@ def run_test(step: str, param: Path, machine: Path | None, workdir: Path, verbos
     from dpgen_ng.loop import WorkdirLock
 
     quiet_dpdispatcher()
+    expect_kind(read_config_file(param), "test", param)
     params = load_test_params(param, workdir)
     stages = tuple(sorted({i.stage for i in params.interactions}))
     machines = load_machine(machine, required=stages) if machine else None

@@ -215,7 +215,9 @@ CASES = [
          CHECK, "fp.command"),
     Case("fp python without dpgen_ng",
          edit("machine.json", lambda m: m["fp"].update(python="/usr/bin/python3")), CHECK, "fp.python"),
-    Case("no api_version", edit("machine.json", lambda m: m.pop("api_version")), CHECK, "api_version"),
+    Case("v0 machine (deepmd_path, no api_version)",
+         edit("machine.json", lambda m: (m.pop("api_version"), m.update(deepmd_path="/opt/deepmd"))), CHECK,
+         "deepmd_path"),
     Case("unknown batch_type", edit("machine.json", lambda m: m["fp"]["machine"].update(batch_type="Nope")),
          CHECK, "fp.machine.batch_type"),
     # backends and training from earlier models
@@ -285,17 +287,50 @@ def test_the_table_is_broad():
     assert {c.args[0] for c in CASES} == {"check", "run", "init_bulk", "test"}
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
-def test_bad_input(base, tmp_path, case):
+def _in_process(cwd: Path, args: tuple[str, ...], monkeypatch) -> tuple[int, str, str]:
+    """`dpgen ARGS` run in this process from ``cwd`` (click's runner: the same entry point and error
+    handling as the command, without paying the interpreter start-up on every row)."""
+    from click.testing import CliRunner
+
+    from dpgen_ng.cli import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("PATH", os.environ["PATH"])  # main() puts the venv's bin first; undone after
+    res = CliRunner().invoke(main, list(args))
+    if res.exception is not None and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    return res.exit_code, res.stdout, res.stderr
+
+
+def _check_row(base: Path, tmp_path: Path, case: Case, run) -> None:  # noqa: ANN001 - a runner
     w = tmp_path / "w"
     shutil.copytree(base, w, symlinks=True)
     case.prepare(w)
     before = listing(w)
-    out = dpgen(w, *case.args)
-    assert "Traceback" not in out.stderr, out.stderr
-    assert out.returncode == 2, out.stdout + out.stderr
-    lines = out.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    code, stdout, stderr = run(w, case.args)
+    assert "Traceback" not in stderr, stderr
+    assert code == 2, stdout + stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
     assert case.says in lines[0], lines[0]
     assert listing(w) == before
     assert not (w / "nowhere").exists()
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_bad_input(base, tmp_path, case, monkeypatch):
+    _check_row(base, tmp_path, case, lambda w, args: _in_process(w, args, monkeypatch))
+
+
+# one row per command through the real `dpgen` process: exit code, stderr and no traceback as a
+# user sees them
+PROCESS_ROWS = [next(c for c in CASES if c.args[0] == cmd) for cmd in ("check", "run", "init_bulk", "test")]
+
+
+@pytest.mark.parametrize("case", PROCESS_ROWS, ids=str)
+def test_bad_input_in_a_real_process(base, tmp_path, case):
+    def run(w: Path, args: tuple[str, ...]) -> tuple[int, str, str]:
+        out = dpgen(w, *args)
+        return out.returncode, out.stdout, out.stderr
+
+    _check_row(base, tmp_path, case, run)

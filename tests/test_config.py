@@ -85,20 +85,22 @@ def test_known_dpgen_keys_are_not_supported_yet(example_param, key):
     assert key in err.line()
 
 
-def test_template_job_not_supported_yet(example_param):
+def test_template_job_file_must_exist(example_param):
     raw = copy.deepcopy(example_param)
-    raw["model_devi_jobs"][0]["template"] = {"lmp": "in.lmp"}
-    assert "not supported yet" in error_of(raw).line()
+    raw["model_devi_jobs"][0]["template"] = {"lmp": "no-such-in.lmp"}
+    err = error_of(raw)
+    assert "not found" in err.line() and err.where == "model_devi_jobs[0].template.lmp"
 
 
 def test_key_of_another_labeler(example_param):
-    raw = dict(example_param, user_fp_params={})
-    err = error_of(raw)
-    assert "fp_style 'cp2k' or 'pwscf', not 'xtb'" in err.line()
+    err = error_of(dict(example_param, external_input_path="cp2k.inp"))
+    assert "fp_style 'cp2k', not 'xtb'" in err.line()
+    err = error_of(dict(example_param, user_fp_params={}))
+    assert "'cp2k' or 'gaussian' or 'pwscf'" in err.line() and err.line().endswith("not 'xtb'")
 
 
 def test_unsupported_fp_style(example_param):
-    err = error_of(dict(example_param, fp_style="gaussian"))
+    err = error_of(dict(example_param, fp_style="pwmat"))
     assert "not supported yet" in err.line() and err.where == "fp_style"
     err = error_of(dict(example_param, fp_style="nope"))
     assert "unknown fp_style" in err.line()
@@ -191,6 +193,26 @@ def test_machine_ok_and_errors(example_machine):
     bad = {k: v for k, v in example_machine.items() if k != "fp"}
     with pytest.raises(UserError, match="missing section 'fp'"):
         parse_machine(bad)
+
+
+def test_machine_dpgen_leniencies(example_machine, caplog):
+    """As DP-GEN: no api_version means v1; a key dpdispatcher ignores (a stray local_root in
+    resources) is dropped with a warning naming it; a near-typo of a real key is still refused;
+    the v0 layout is named as such."""
+    raw = copy.deepcopy(example_machine)
+    raw.pop("api_version")
+    raw["train"]["resources"]["local_root"] = "./"
+    with caplog.at_level("WARNING"):
+        m = parse_machine(raw)
+    assert "local_root" not in m["train"].resources
+    assert "train.resources.local_root is not a dpdispatcher key" in caplog.text
+    raw["fp"]["resources"]["group_sizes"] = 3
+    with pytest.raises(UserError, match="did you mean 'group_size'"):
+        parse_machine(raw)
+    v0 = {"train_machine": {"batch": "slurm"}, "deepmd_path": "/opt/dp", **example_machine}
+    v0.pop("api_version")
+    with pytest.raises(UserError, match="old v0 machine format"):
+        parse_machine(v0)
 
 
 def test_cli_check_typo_exit_2_one_line_nothing_written(tmp_path, example_param, example_machine):
@@ -290,3 +312,19 @@ def test_the_python_of_ase_driven_jobs():
     lab = cls(cls.parse_settings({}, ""), ("H", "C"))
     relax = lab.jobs({"command": "xtb", "python": "/opt/venv/bin/python"})["relax"]
     assert relax.command("xtb").startswith("/opt/venv/bin/python -m dpgen_ng.ase_driver")
+
+
+def test_per_type_files_counted_at_check_time(example_param, tmp_path):
+    """Pseudopotentials (and ABACUS orbitals) are one per type: a wrong count is refused by
+    `dpgen check`, not found at the first fp stage."""
+    for name in ("H.upf", "C.upf", "N.upf", "H.orb"):
+        (tmp_path / name).write_text("x\n")
+    pwscf = dict(example_param, fp_style="pwscf", fp_pp_path=str(tmp_path),
+                 fp_pp_files=["H.upf", "C.upf", "N.upf"])
+    pwscf.pop("fp_params")
+    err = error_of(pwscf)
+    assert err.where == "fp_pp_files" and "3 entries for 2 types" in err.line()
+    abacus = dict(pwscf, fp_style="abacus", fp_pp_files=["H.upf", "C.upf"], fp_orb_files=["H.orb"],
+                  user_fp_params={"ecutwfc": 80, "basis_type": "lcao"})
+    err = error_of(abacus)
+    assert err.where == "fp_orb_files" and "1 entries for 2 types" in err.line()

@@ -72,8 +72,10 @@ def test_init_config_errors(tmp_path):
                     "md_incar": str(tmp_path / "INCAR_md")}
     with pytest.raises(UserError, match="cannot run stage 1"):  # no relax_incar
         parse_init_params(vasp_md_only, tmp_path)
-    with pytest.raises(UserError, match="not supported yet"):
+    with pytest.raises(UserError, match="init_surf key"):
         parse_init_params({**raw, "layer_numb": 3}, tmp_path)
+    with pytest.raises(UserError, match="type_map .* differs from elements"):
+        parse_init_params({**raw, "type_map": ["Cu", "Ag"]}, tmp_path)
     with pytest.raises(UserError, match="belongs to init_fp_style 'vasp', not 'emt'"):
         parse_init_params({**raw, "potcars": ["POTCAR"]}, tmp_path)
     with pytest.raises(UserError, match="did you mean 'pert_numb'"):

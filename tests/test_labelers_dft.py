@@ -176,3 +176,31 @@ def test_vasp_init_inputs_and_md_collect(tmp_path):
     assert np.allclose(relaxed.final["energies"], ref["energies"][-1:])
     shutil.copy(DATA / "vasp" / "OUTCAR.ch4.1step", task / "OUTCAR")  # its one step stopped at NELM
     assert jobs["relax"].parse(task).final is None
+
+
+def test_vasp_init_kpoints_files(tmp_path):
+    """DP-GEN's relax_kpt / md_kpt: each job's KPOINTS is that file, sent with the task; without
+    them no KPOINTS is written (VASP then takes KSPACING from the INCAR)."""
+    (tmp_path / "POTCAR").write_text("p\n")
+    for name in ("INCAR_rlx", "INCAR_md"):
+        (tmp_path / name).write_text("NSW = 3\n")
+    (tmp_path / "KP_rlx").write_text("relax mesh\n0\nGamma\n2 2 2\n0 0 0\n")
+    (tmp_path / "KP_md").write_text("md mesh\n0\nGamma\n1 1 1\n0 0 0\n")
+    raw = {"potcars": [str(tmp_path / "POTCAR")] * 2, "relax_incar": str(tmp_path / "INCAR_rlx"),
+           "md_incar": str(tmp_path / "INCAR_md")}
+    jobs = labeler("vasp", {**raw, "relax_kpt": str(tmp_path / "KP_rlx"),
+                            "md_kpt": str(tmp_path / "KP_md")}).jobs({})
+    for kind, kp in (("relax", "KP_rlx"), ("md", "KP_md")):
+        task = tmp_path / kind
+        task.mkdir()
+        jobs[kind].write(ch4(), task)
+        assert (task / "KPOINTS").read_text() == (tmp_path / kp).read_text()
+        assert "KPOINTS" in jobs[kind].forward
+    plain = labeler("vasp", raw).jobs({})["md"]
+    (tmp_path / "plain").mkdir()
+    plain.write(ch4(), tmp_path / "plain")
+    assert not (tmp_path / "plain" / "KPOINTS").exists() and "KPOINTS" not in plain.forward
+    with pytest.raises(UserError, match="md_kpt.*KPOINTS file"):
+        labeler("vasp", {**raw, "md_kpt": str(tmp_path / "nope")})
+    with pytest.raises(UserError, match="relax_kpt without relax_incar"):
+        labeler("vasp", {"potcars": raw["potcars"], "relax_kpt": str(tmp_path / "KP_rlx")})

@@ -117,3 +117,83 @@ def test_adaptive_trust_lo_in_the_fp_stage(explored):
     assert sel["trust"]["adapted"] is True and sel["trust"]["f_lo"] == pytest.approx(devi[-5])
     assert sel["candidate"] == 5 and sel["accurate"] == devi.size - 5 and sel["failed"] == 0
     assert len(sel["picked"]) == 3  # fp_task_max
+
+
+def test_open_boundaries_and_relative_deviation_in_lammps(explored, tmp_path):
+    """model_devi_nopbc + use_relative on a real LAMMPS run of CH4 with the module's committee:
+    the box has open (f) boundaries, and model_devi.out's max_devi_f equals the hand computation
+    max_i σ_i / (|F̄_i| + ε) from both models evaluated by DeePMD-kit without periodic images."""
+    import subprocess
+
+    import dpdata
+    from deepmd.infer import DeepPot
+
+    from dpgen_ng.explore import lammps
+
+    ctx = explored
+    conf = dpdata.System(str(EXAMPLE / "CH4.POSCAR"), fmt="vasp/poscar", type_map=["H", "C"])
+    conf.remove_pbc()
+    conf.to("lammps/lmp", str(tmp_path / "conf.lmp"))
+    graphs = tuple(str(ctx.stage_dir(0) / f"graph.{k:03d}.pb") for k in range(2))
+    eps = 0.5
+    task = lammps.MdTask(ensemble="nvt", temp=300, press=None, nsteps=20, trj_freq=5, dt=0.0005, taut=0.1,
+                         taup=0.5, masses=ctx.params.mass_map, graphs=graphs, velocity_seed=1, nopbc=True,
+                         deviation=lammps.Deviation(relative_f=eps))
+    (tmp_path / "input.lammps").write_text(lammps.input_text(task))
+    run = subprocess.run(["lmp", "-in", "input.lammps", "-log", "log.lammps"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "ITEM: BOX BOUNDS xy xz yz ff ff ff" in (tmp_path / lammps.TRAJ).read_text()
+    devi = np.loadtxt(tmp_path / lammps.DEVI, ndmin=2)
+    traj = dpdata.System(str(tmp_path / lammps.TRAJ), fmt="lammps/dump", type_map=["H", "C"])
+    n, natoms = traj.get_nframes(), traj.get_natoms()
+    assert devi.shape[0] == n == 5
+    forces = np.array([DeepPot(g).eval(traj["coords"].reshape(n, -1), None, traj["atom_types"])[1]
+                       .reshape(n, natoms, 3) for g in graphs])
+    mean = forces.mean(axis=0)
+    sigma = np.sqrt(((forces - mean) ** 2).sum(axis=-1).mean(axis=0))
+    relative = (sigma / (np.linalg.norm(mean, axis=-1) + eps)).max(axis=1)
+    assert np.allclose(devi[:, 4], relative, rtol=2e-3, atol=1e-5)
+    assert not np.allclose(devi[:, 4], sigma.max(axis=1), rtol=2e-3)  # not the absolute deviation
+
+
+def test_template_job_with_colvars_in_lammps(explored, tmp_path):
+    """A DP-GEN template job run for real: rev_mat values substituted, our deviation and dump lines
+    put in, and a COLVARS restraint (the LAMMPS we ship has COLVARS, not PLUMED) whose file
+    travels like a user_forward_files entry."""
+    import subprocess
+
+    import dpdata
+
+    from dpgen_ng.config.jobs import parse_job
+    from dpgen_ng.explore import lammps
+    from dpgen_ng.explore.template import render
+
+    ctx = explored
+    (tmp_path / "in.lammps").write_text(
+        "variable NSTEPS equal V_NSTEPS\nunits metal\nboundary p p p\natom_style atomic\n"
+        "atom_modify map array\nread_data conf.lmp\n"
+        "mass 1 1.008\nmass 2 12.011\npair_style deepmd frozen.pb\npair_coeff * *\n"
+        "dump dpgen_dump all custom 10 traj/*.lammpstrj id type x y z\n"
+        "velocity all create V_TEMP 4928459\nfix 1 all nvt temp V_TEMP V_TEMP 0.05\n"
+        "fix cv all colvars colvars.inp output restraint\ntimestep 0.0005\nrun ${NSTEPS}\n")
+    (tmp_path / "colvars.inp").write_text(
+        "colvarsTrajFrequency 5\ncolvar {\n  name d15\n  distance {\n    group1 { atomNumbers 1 }\n"
+        "    group2 { atomNumbers 5 }\n  }\n}\nharmonic {\n  colvars d15\n  centers 1.1\n"
+        "  forceConstant 10.0\n}\n")
+    job = parse_job({"sys_idx": [0], "trj_freq": 5, "template": {"lmp": str(tmp_path / "in.lammps")},
+                     "rev_mat": {"lmp": {"V_NSTEPS": [20], "V_TEMP": [200]}}}, "model_devi_jobs[0]")
+    (values,) = list(job.template.combinations(0))
+    graphs = tuple(str(ctx.stage_dir(0) / f"graph.{k:03d}.pb") for k in range(2))
+    (tmp_path / "input.lammps").write_text(render(job.template, values, graphs, job.trj_freq,
+                                                  lammps.Deviation()))
+    dpdata.System(str(EXAMPLE / "CH4.POSCAR"), fmt="vasp/poscar").to("lammps/lmp", str(tmp_path / "conf.lmp"))
+    run = subprocess.run(["lmp", "-in", "input.lammps", "-log", "log.lammps"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    devi = np.loadtxt(tmp_path / lammps.DEVI, ndmin=2)
+    assert devi[:, 0].tolist() == [0, 5, 10, 15, 20]
+    traj = dpdata.System(str(tmp_path / lammps.TRAJ), fmt="lammps/dump")
+    assert traj.get_nframes() == 5
+    colvars = (tmp_path / "restraint.colvars.traj").read_text().splitlines()
+    assert len([ln for ln in colvars if ln.strip() and not ln.startswith("#")]) == 5  # steps 0, 5, …, 20

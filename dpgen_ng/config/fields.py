@@ -85,6 +85,14 @@ def parse_section(
     return out
 
 
+def key_statuses(fields: Mapping[str, Field], unsupported: Mapping[str, str] | None = None) -> dict[str, str]:
+    """{key: what happens to it here} for a section (docs/dpgen-keys.md is made from these)."""
+    out = {name: "supported" for name in fields}
+    out.update({alias: f"supported (alias of {name})" for name, f in fields.items() for alias in f.aliases})
+    out.update({key: f"refused: {why}" for key, why in (unsupported or {}).items()})
+    return out
+
+
 # ----- value parsers -------------------------------------------------------------------------
 
 

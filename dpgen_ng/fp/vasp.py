@@ -78,6 +78,8 @@ class VaspInit:
     potcars: tuple[str, ...]
     relax_incar: str | None
     md_incar: str | None
+    relax_kpt: str | None = None  # KPOINTS texts (relax_kpt / md_kpt); else KSPACING in the INCAR
+    md_kpt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,8 @@ class VaspSettings:
                                "fp_pp_files": list(self.pp_files)}
         if self.init:
             out.update(potcars=list(self.init.potcars), relax_incar=self.init.relax_incar is not None,
-                       md_incar=self.init.md_incar is not None)
+                       md_incar=self.init.md_incar is not None, relax_kpt=self.init.relax_kpt is not None,
+                       md_kpt=self.init.md_kpt is not None)
         if self.aniso:
             out["fp_aniso_kspacing"] = list(self.kspacing)
         return out
@@ -104,6 +107,7 @@ class VaspSettings:
 
 @register("vasp")
 class VaspLabeler(Labeler):
+    PER_TYPE = ("fp_pp_files",)
     KEYS = {
         "fp_incar": Field(as_str, default=None, doc="the INCAR of every single point"),
         "fp_pp_path": Field(as_str, default=None, doc="directory of the POTCAR files"),
@@ -113,6 +117,8 @@ class VaspLabeler(Labeler):
         "potcars": Field(list_of(as_str, min_len=1), default=None, doc="POTCAR files in elements order"),
         "relax_incar": Field(as_str, default=None, doc="INCAR of the relaxation (stage 1)"),
         "md_incar": Field(as_str, default=None, doc="INCAR of the AIMD (stage 3); its NSW is the step count"),
+        "relax_kpt": Field(as_str, default=None, doc="KPOINTS file of the relaxation"),
+        "md_kpt": Field(as_str, default=None, doc="KPOINTS file of the AIMD"),
     }
 
     @classmethod
@@ -172,22 +178,27 @@ class VaspLabeler(Labeler):
         if init is None:
             return out
 
-        def writer(incar: str):  # noqa: ANN202
+        def writer(incar: str, kpoints: str | None):  # noqa: ANN202
             def write(frame: dpdata.System, task_dir: Path) -> None:
                 self.write_conf(frame, task_dir)
                 present = [n for n, c in zip(frame["atom_names"], frame["atom_numbs"]) if c > 0]
                 (Path(task_dir) / "POTCAR").write_bytes(b"".join(
                     Path(init.potcars[self.type_map.index(el)]).read_bytes() for el in present))
-                (Path(task_dir) / "INCAR").write_text(incar)  # KSPACING in it makes the k-mesh
+                (Path(task_dir) / "INCAR").write_text(incar)  # without KPOINTS, its KSPACING
+                if kpoints is not None:
+                    (Path(task_dir) / "KPOINTS").write_text(kpoints)
             return write
 
-        files = ("POSCAR", "INCAR", "POTCAR")
+        def files(kpoints: str | None) -> tuple[str, ...]:
+            return ("POSCAR", "INCAR", "POTCAR") + (("KPOINTS",) if kpoints is not None else ())
+
         if init.relax_incar is not None and "relax" not in out:
-            out["relax"] = JobKind(writer(init.relax_incar), self.command, files, back,
+            out["relax"] = JobKind(writer(init.relax_incar, init.relax_kpt), self.command,
+                                   files(init.relax_kpt), back,
                                    lambda d: parse_relax(Path(d), self.type_map), self.outlog, self.errlog)
         if init.md_incar is not None:
             nsw = int(float(read_incar(init.md_incar).get("NSW", options.get("md_nstep", 10))))
-            out["md"] = JobKind(writer(init.md_incar), self.command, files, back,
+            out["md"] = JobKind(writer(init.md_incar, init.md_kpt), self.command, files(init.md_kpt), back,
                                 lambda d: parse_md(Path(d), self.type_map, nsw), self.outlog, self.errlog)
         return out
 
@@ -258,23 +269,27 @@ class VaspLabeler(Labeler):
 
 def _init_settings(raw: dict[str, Any]) -> VaspInit | None:
     if raw.get("potcars") is None:
-        if raw.get("relax_incar") or raw.get("md_incar"):
-            raise UserError("relax_incar/md_incar without potcars", "potcars",
-                            "POTCAR files in elements order")
+        given = [k for k in ("relax_incar", "md_incar", "relax_kpt", "md_kpt") if raw.get(k)]
+        if given:
+            raise UserError(f"{given[0]} without potcars", "potcars", "POTCAR files in elements order")
         return None
     potcars = list_of(as_str, min_len=1)(raw["potcars"], "potcars")
     for i, pot in enumerate(potcars):
         if not Path(pot).expanduser().is_file():
             raise UserError(f"{pot} not found", f"potcars[{i}]", "a POTCAR file")
     texts = {}
-    for key in ("relax_incar", "md_incar"):
+    for key in ("relax_incar", "md_incar", "relax_kpt", "md_kpt"):
         if raw.get(key) is not None:
             path = Path(as_str(raw[key], key)).expanduser()
             if not path.is_file():
-                raise UserError(f"{path} not found", key, "an INCAR file")
+                what = "an INCAR file" if "incar" in key else "a KPOINTS file"
+                raise UserError(f"{path} not found", key, what)
             texts[key] = path.read_text()
+    for kpt, incar in (("relax_kpt", "relax_incar"), ("md_kpt", "md_incar")):
+        if kpt in texts and incar not in texts:
+            raise UserError(f"{kpt} without {incar}", kpt, f"{incar} too (the KPOINTS go with it)")
     return VaspInit(tuple(str(Path(p).expanduser().resolve()) for p in potcars), texts.get("relax_incar"),
-                    texts.get("md_incar"))
+                    texts.get("md_incar"), texts.get("relax_kpt"), texts.get("md_kpt"))
 
 
 def parse_relax(task_dir: Path, type_map: tuple[str, ...]) -> Relaxed | Failure:

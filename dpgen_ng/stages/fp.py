@@ -339,6 +339,8 @@ def collect_labels(ctx: IterContext) -> None:
             records.append({**origin, "status": "failed", "kind": out.kind, "detail": out.detail})
             failed.setdefault(t["sys_idx"], []).append(lab.read_conf(task_dir))
         else:
+            if p.explore.nopbc:  # the data says so: DeePMD trains it without periodic images
+                out.nopbc = True
             labeled.setdefault(t["sys_idx"], []).append(out)
             records.append({**origin, "status": "labeled"})
     by_system = {}

@@ -5,19 +5,21 @@ from __future__ import annotations
 import glob
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dpdata
 import numpy as np
 
-from dpgen_ng.config.jobs import job_json
+from dpgen_ng.config.jobs import ExploreJob, job_json
 from dpgen_ng.config.param import RunParams
 from dpgen_ng.converge.schedule import Slot, next_slot
 from dpgen_ng.dispatch import TaskSpec, read_task_rc
 from dpgen_ng.dispatch.progress import Watch
 from dpgen_ng.errors import StageError, UserError
-from dpgen_ng.explore import lammps
-from dpgen_ng.explore.devi import read_model_devi
+from dpgen_ng.explore import lammps, template
+from dpgen_ng.explore.devi import read_model_devi, rms_force
 from dpgen_ng.io import atomic_write_bytes, atomic_write_json, atomic_write_text, relink, tail
 from dpgen_ng.rng import draw_seed
 from dpgen_ng.stages.context import IterContext, read_manifest, write_manifest
@@ -64,6 +66,28 @@ def slot_of(ctx: IterContext) -> Slot:
     return slot
 
 
+def _task_inputs(ctx: IterContext, job: ExploreJob, slot: Slot, sys_idx: int, graphs: tuple[str, ...],
+                 rng: np.random.Generator) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(input.lammps text, job.json) of each task of one configuration of ``sys_idx``."""
+    p = ctx.params
+    if job.template is not None:
+        for values in job.template.combinations(sys_idx):
+            yield (template.render(job.template, values, graphs, job.trj_freq, p.explore.deviation),
+                   {"sys_idx": sys_idx, **values})
+        return
+    dt = job.dt if job.dt is not None else p.model_devi_dt
+    for temp in job.temps:
+        for pres in job.press or (None,):
+            md = lammps.MdTask(
+                ensemble=job.ensemble, temp=temp, press=pres, nsteps=slot.nsteps,
+                trj_freq=job.trj_freq, dt=dt, taut=job.taut or p.model_devi_taut,
+                taup=job.taup or p.model_devi_taup, masses=p.mass_map, graphs=graphs,
+                velocity_seed=draw_seed(rng), nopbc=p.explore.nopbc, deviation=p.explore.deviation,
+                neigh_one=p.explore.neigh_one)
+            yield lammps.input_text(md), {"sys_idx": sys_idx, "ensemble": job.ensemble, "temp": temp,
+                                          "press": pres, "model_devi_dt": dt, "trj_freq": job.trj_freq}
+
+
 def make(ctx: IterContext) -> None:
     p = ctx.params
     slot = slot_for(ctx)
@@ -78,39 +102,30 @@ def make(ctx: IterContext) -> None:
         relink(md_dir / name, os.path.relpath((ctx.stage_dir(0) / name).resolve(), md_dir))
         graphs.append(f"../{name}")
     rng = ctx.rng("model_devi")
-    dt = job.dt if job.dt is not None else p.model_devi_dt
     tasks = []
-    press = job.press or (None,)
     for sys_idx in job.sys_idx:
         counter = 0
         for c, conf in enumerate(conf_paths(ctx.workdir, p, sys_idx)):
             system = read_conf(p, conf)
+            if p.explore.nopbc:
+                system.remove_pbc()  # a box around the molecule with a vacuum margin (as DP-GEN)
             conf_file = md_dir / "confs" / f"{sys_idx:03d}.{c:04d}.lmp"
             system.to("lammps/lmp", str(conf_file))
-            for temp in job.temps:
-                for pres in press:
-                    name = f"task.{sys_idx:03d}.{counter:06d}"
-                    counter += 1
-                    task_dir = md_dir / name
-                    task_dir.mkdir(exist_ok=True)
-                    atomic_write_bytes(task_dir / lammps.CONF, conf_file.read_bytes())
-                    md = lammps.MdTask(
-                        ensemble=job.ensemble, temp=temp, press=pres, nsteps=slot.nsteps,
-                        trj_freq=job.trj_freq, dt=dt, taut=job.taut or p.model_devi_taut,
-                        taup=job.taup or p.model_devi_taup, masses=p.mass_map,
-                        graphs=tuple(graphs), velocity_seed=draw_seed(rng),
-                    )
-                    atomic_write_text(task_dir / lammps.INPUT, lammps.input_text(md))
-                    atomic_write_json(task_dir / "job.json", {
-                        "sys_idx": sys_idx, "conf": str(conf), "ensemble": job.ensemble,
-                        "temp": temp, "press": pres, "model_devi_dt": dt, "trj_freq": job.trj_freq,
-                    })
-                    tasks.append({"path": name, "sys_idx": sys_idx, "conf": str(conf)})
+            for text, info in _task_inputs(ctx, job, slot, sys_idx, tuple(graphs), rng):
+                name = f"task.{sys_idx:03d}.{counter:06d}"
+                counter += 1
+                task_dir = md_dir / name
+                task_dir.mkdir(exist_ok=True)
+                atomic_write_bytes(task_dir / lammps.CONF, conf_file.read_bytes())
+                atomic_write_text(task_dir / lammps.INPUT, text)
+                atomic_write_json(task_dir / "job.json", {**info, "conf": str(conf)})
+                tasks.append({"path": name, "sys_idx": sys_idx, "conf": str(conf)})
     atomic_write_json(md_dir / "cur_job.json", {**job_json(job), "nsteps": slot.nsteps})
     write_manifest(md_dir, tasks, job=slot.job, repeat=slot.repeat, nsteps=slot.nsteps)
     again = f", repeat {slot.repeat}" if slot.repeat else ""
-    log.info("iteration %d: model_devi_jobs[%d]%s: %d MD task(s) of %d steps for systems %s",
-             ctx.iteration, slot.job, again, len(tasks), slot.nsteps, list(job.sys_idx))
+    length = f"{slot.nsteps} steps" if job.template is None else "the template's length"
+    log.info("iteration %d: model_devi_jobs[%d]%s: %d MD task(s) of %s for systems %s",
+             ctx.iteration, slot.job, again, len(tasks), length, list(job.sys_idx))
 
 
 def run(ctx: IterContext) -> None:
@@ -153,6 +168,8 @@ def post(ctx: IterContext) -> None:
                         "(the last one is treated as failed)", task_dir, rc, len(devi))
         n = len(devi)
         f = devi.max_devi_f.copy()
+        if ctx.params.explore.f_avg_relative and n:
+            f /= _rms_force(task_dir)
         if rc != 0 and n:
             f[-1] = np.inf  # the frame at the blow-up is not trustworthy
         cols["task"].append(np.full(n, i))
@@ -169,6 +186,13 @@ def post(ctx: IterContext) -> None:
     tmp = md_dir / f".{DEVI_TABLE}.tmp.npz"
     np.savez(tmp, **table)
     os.replace(tmp, md_dir / DEVI_TABLE)
+
+
+def _rms_force(task_dir: Path) -> float:
+    try:
+        return rms_force(task_dir / lammps.TRAJ)
+    except (OSError, ValueError) as exc:
+        raise StageError(f"model_devi_f_avg_relative: {exc}") from None
 
 
 def clean_trajectories(ctx: IterContext, iteration: int) -> None:

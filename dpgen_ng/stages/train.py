@@ -191,6 +191,8 @@ def make(ctx: IterContext) -> None:
     for k in range(p.numb_models):
         task = f"{k:03d}"
         jinput = deepmd.training_input(base, p.type_map, systems, sizes, rng)
+        if p.explore.activation is not None:
+            deepmd.apply_activation(jinput, p.explore.activation[k])
         if reuse is not None:
             warmstart.apply_reuse(jinput, reuse, first_new, len(systems), ratio)
         atomic_write_json(train_dir / task / deepmd.INPUT, jinput)

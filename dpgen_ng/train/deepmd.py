@@ -91,6 +91,14 @@ def training_input(
     return jinput
 
 
+def apply_activation(jinput: dict[str, Any], pair: tuple[str, str]) -> None:
+    """DP-GEN's ``model_devi_activation_func`` for one model: the descriptor's and the fitting
+    net's activation functions."""
+    model = jinput["model"]
+    model.setdefault("descriptor", {})["activation_function"] = pair[0]
+    model.setdefault("fitting_net", {})["activation_function"] = pair[1]
+
+
 def command(dp: str, backend: Backend, init_flag: str = "", compress: bool = False,
             from_scratch: bool = False) -> str:
     """Train, then freeze (then compress). A task run again after its job was killed continues
