@@ -10,7 +10,7 @@ DEMO_DIR   ?= demo-run
 PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup apt venv demo demo-cu test lint bench bench-data bench-training clean
+.PHONY: all setup apt venv demo demo-cu test lint bench bench-data bench-training bench-selection clean
 
 all: test
 
@@ -65,6 +65,11 @@ bench-data: setup
 # training from earlier models vs from scratch; seconds per step of each backend (~25 min)
 bench-training: setup
 	$(PY) bench/training.py
+
+# model_devi.out files (10^7 rows in 100 files) into the selection table: the former reader vs the
+# streaming one, time and peak memory (~1 min, most of it the former reader)
+bench-selection: setup
+	$(PY) bench/selection.py
 
 clean:
 	rm -rf $(DEMO_DIR) build .pytest_cache .ruff_cache

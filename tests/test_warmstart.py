@@ -145,3 +145,33 @@ def test_the_pytorch_dpa3_example_is_valid():
     assert p.default_training_param["model"]["descriptor"]["type"] == "dpa3"
     assert p.warm_start.reuse is not None and p.warm_start.reuse.start_iter == 1
     assert p.warm_start.reuse.old_ratio is None and p.warm_start.reuse.auto_factor == 10.0
+
+
+def test_training_steps_in_one_process_when_the_venv_dp_runs_here(tmp_path, monkeypatch):
+    """Train, freeze (and compress) share one Python (one TensorFlow/PyTorch import) when the train
+    stage runs here with the venv's own `dp`; otherwise one `dp` per step, as DP-GEN."""
+    import sys
+    from pathlib import Path
+
+    b = deepmd.BACKENDS["tensorflow"]
+    venv_bin = Path(sys.executable).parent
+    monkeypatch.setenv("PATH", f"{venv_bin}:/usr/bin:/bin")
+    assert deepmd.session_python("dp", runs_here=True) == sys.executable
+    assert deepmd.session_python("dp", runs_here=False) is None  # a cluster's own dp
+    assert deepmd.session_python("mpirun -n 2 dp", runs_here=True) is None
+    assert deepmd.session_python("/usr/bin/dp", runs_here=True) is None
+    one = deepmd.command("dp", b, compress=True, session=sys.executable)
+    assert (f"{sys.executable} -m dpgen_ng.train.session --tf 'train input.json' "
+            "'freeze -o frozen_model.pb' 'compress -i frozen_model.pb -o frozen_model_compressed.pb'") in one
+    assert "'train input.json --restart model.ckpt'" in one  # the restart branch too
+    assert "dp --tf" not in one
+    many = deepmd.command("dp", b, compress=True)
+    assert "dp --tf train input.json && dp --tf freeze -o frozen_model.pb && dp --tf compress" in many
+    # PyTorch's freeze scripts the model (TorchScript), which fails in the process that trained
+    # DPA-3: one dp per step there
+    from dpgen_ng.config.machine import parse_stage
+
+    st = parse_stage({"command": "dp", "machine": {"batch_type": "Shell", "context_type": "LocalContext"},
+                      "resources": {}}, "train", "train")
+    assert "dpgen_ng.train.session" in deepmd.task_command(st, b, "", False, False)
+    assert "dp --pt train" in deepmd.task_command(st, deepmd.BACKENDS["pytorch"], "", False, False)

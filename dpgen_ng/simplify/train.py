@@ -101,8 +101,8 @@ def run(ctx: SimplifyContext) -> None:
         return
     p = ctx.params
     b = p.backend
-    cmd = deepmd.command(ctx.machines["train"].command, b, manifest.get("init_flag", ""), p.dp_compress,
-                         from_scratch=p.training_resume == "from_scratch")
+    cmd = deepmd.task_command(ctx.machines["train"], b, manifest.get("init_flag", ""), p.dp_compress,
+                              from_scratch=p.training_resume == "from_scratch")
     old = manifest.get("old_files", {})
     specs = [TaskSpec(t, cmd, (deepmd.INPUT, *old.get(t, ())), b.backward(p.dp_compress), deepmd.LOG,
                       "train.err", watch=deepmd.watch(train_dir / t)) for t in manifest["tasks"]]

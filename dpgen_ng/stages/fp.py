@@ -29,6 +29,7 @@ from dpgen_ng.explore.select import (
     classify_adaptive,
     select_system,
 )
+from dpgen_ng.explore.traj import Dump
 from dpgen_ng.fp import Failure, Labeler, labeler_class
 from dpgen_ng.io import atomic_write_json, atomic_write_text, replace_dir
 from dpgen_ng.stages import model_devi
@@ -66,11 +67,12 @@ def _first_frame_copies(table: Any, md_tasks: list[dict[str, Any]]) -> np.ndarra
     """MD runs of one conf at several T / P start from the same structure: their first frames are
     copies of each other, so only the first run's counts (no structure is labeled twice)."""
     first_of_conf: dict[str, int] = {}
-    copies = np.zeros(len(table["task"]), dtype=bool)
+    task, row = table["task"], table["row"]  # read once: an npz column is read on every access
+    copies = np.zeros(len(task), dtype=bool)
     for i, t in enumerate(md_tasks):
         owner = first_of_conf.setdefault(t["conf"], i)
         if owner != i:
-            copies |= (table["task"] == i) & (table["row"] == 0)
+            copies |= (task == i) & (row == 0)
     return copies
 
 
@@ -94,17 +96,23 @@ def classify_system(ctx: IterContext, job_index: int, sys_idx: int,
 
 
 class Trajectories:
-    """The MD trajectories of this iteration's tasks, each read once (lazily) with dpdata."""
+    """The MD trajectories of this iteration's tasks: each indexed once (lazily), and only the
+    frames asked for are read (:class:`~dpgen_ng.explore.traj.Dump`)."""
 
     def __init__(self, md_dir: Path, md_tasks: list[dict[str, Any]], type_map: tuple[str, ...]) -> None:
         self.md_dir, self.md_tasks, self.type_map = md_dir, md_tasks, list(type_map)
-        self._cache: dict[int, dpdata.System] = {}
+        self._cache: dict[int, Dump] = {}
 
-    def __call__(self, task: int) -> dpdata.System:
+    def __call__(self, task: int) -> Dump:
         if task not in self._cache:
             traj = self.md_dir / self.md_tasks[task]["path"] / lammps.TRAJ
-            self._cache[task] = dpdata.System(str(traj), fmt="lammps/dump", type_map=self.type_map)
+            self._cache[task] = Dump(traj, self.type_map)
         return self._cache[task]
+
+    def frame(self, task: int, row: int) -> dpdata.System | None:
+        """Frame ``row`` of a task's trajectory (None past its end: a truncated trajectory)."""
+        traj = self(task)
+        return traj.frames([row]) if row < traj.get_nframes() else None
 
 
 def _write_tasks(fp_dir: Path, lab: Labeler, sys_idx: int, sel: SystemSelection, fr: Frames,
@@ -113,15 +121,15 @@ def _write_tasks(fp_dir: Path, lab: Labeler, sys_idx: int, sel: SystemSelection,
     tasks: list[dict[str, Any]] = []
     for t, r in sel.picked:
         t, r = int(t), int(r)
-        traj = trajs(t)
+        frame = trajs.frame(t, r)
         md_task = trajs.md_tasks[t]["path"]
-        if r >= traj.get_nframes():
+        if frame is None:
             log.warning("%s has no frame %d (truncated trajectory); skipped", md_task, r)
             continue
         name = f"task.{sys_idx:03d}.{len(tasks):06d}"
         task_dir = fp_dir / name
         task_dir.mkdir(exist_ok=True)
-        lab.write_inputs(traj.sub_system([r]), task_dir)
+        lab.write_inputs(frame, task_dir)
         step = int(fr.step[(fr.task == t) & (fr.row == r)][0])
         origin = {"sys_idx": sys_idx, "md_task": md_task, "step": step}
         atomic_write_json(task_dir / "job.json", origin)

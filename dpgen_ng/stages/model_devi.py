@@ -19,7 +19,7 @@ from dpgen_ng.dispatch import TaskSpec, read_task_rc
 from dpgen_ng.dispatch.progress import Watch
 from dpgen_ng.errors import StageError, UserError
 from dpgen_ng.explore import lammps, template
-from dpgen_ng.explore.devi import read_model_devi, rms_force
+from dpgen_ng.explore.devi import DeviTable, force_over, iter_model_devi, last_frame_failed, rms_force
 from dpgen_ng.io import atomic_write_bytes, atomic_write_json, atomic_write_text, relink, tail
 from dpgen_ng.rng import draw_seed
 from dpgen_ng.stages.context import IterContext, read_manifest, write_manifest
@@ -147,11 +147,12 @@ def run(ctx: IterContext) -> None:
 
 
 def post(ctx: IterContext) -> None:
-    """Gather every task's deviations into one columnar table (``model_devi.npz``)."""
+    """Gather every task's deviations into one columnar table (``model_devi.npz``): the files are
+    read in blocks of rows, and the table streamed to disk from them (memory: the three columns
+    read, see :class:`~dpgen_ng.explore.devi.DeviTable`)."""
     md_dir = ctx.stage_dir(1)
     manifest = read_manifest(md_dir)
-    cols: dict[str, list[np.ndarray]] = {"task": [], "sys_idx": [], "row": [], "step": [],
-                                          "max_devi_v": [], "max_devi_f": []}
+    table = DeviTable()
     broken = []
     for i, t in enumerate(manifest["tasks"]):
         task_dir = md_dir / t["path"]
@@ -162,29 +163,21 @@ def post(ctx: IterContext) -> None:
             broken.append(f"{task_dir}: exit code {rc}, no {lammps.DEVI}; "
                           f"log: {tail(task_dir / lammps.LOG, 2) or tail(task_dir / 'lmp.err', 2)}")
             continue
-        devi = read_model_devi(devi_path)
+        parts = iter_model_devi(devi_path)  # read as the table takes them, a block at a time
+        if ctx.params.explore.f_avg_relative:  # over the RMS force (read if there are deviations)
+            parts = force_over(parts, lambda task_dir=task_dir: _rms_force(task_dir))
+        if rc != 0:
+            parts = last_frame_failed(parts)  # the frame at the blow-up is not trustworthy
+        n = table.add(i, t["sys_idx"], parts)
         if rc != 0:
             log.warning("%s: LAMMPS stopped with exit code %s after %d frame(s); they are kept "
-                        "(the last one is treated as failed)", task_dir, rc, len(devi))
-        n = len(devi)
-        f = devi.max_devi_f.copy()
-        if ctx.params.explore.f_avg_relative and n:
-            f /= _rms_force(task_dir)
-        if rc != 0 and n:
-            f[-1] = np.inf  # the frame at the blow-up is not trustworthy
-        cols["task"].append(np.full(n, i))
-        cols["sys_idx"].append(np.full(n, t["sys_idx"]))
-        cols["row"].append(np.arange(n))
-        cols["step"].append(devi.step)
-        cols["max_devi_v"].append(devi.max_devi_v)
-        cols["max_devi_f"].append(f)
+                        "(the last one is treated as failed)", task_dir, rc, n)
     if broken and len(broken) == len(manifest["tasks"]):
         raise StageError("every MD task failed:\n  " + "\n  ".join(broken[:10]))
     for b in broken:
         log.warning("MD task without deviations: %s", b)
-    table = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in cols.items()}
     tmp = md_dir / f".{DEVI_TABLE}.tmp.npz"
-    np.savez(tmp, **table)
+    table.save(tmp)
     os.replace(tmp, md_dir / DEVI_TABLE)
 
 

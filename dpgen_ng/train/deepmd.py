@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import copy
 import json
+import shlex
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dpgen_ng.config.machine import StageMachine, runs_here
 from dpgen_ng.dispatch.progress import Watch
 from dpgen_ng.rng import draw_seed
 
@@ -29,6 +33,9 @@ class Backend:
     ckpt_files: tuple[str, ...]  # the checkpoint ``model.ckpt`` as files (the first is probed)
     finetune_suffix: str  # what --finetune reads: a frozen model (TF) or a checkpoint (PyTorch)
     doc_name: str  # the name DeePMD-kit's argument docs give it ("Supported Backend: …")
+    # train and freeze may share one process (dpgen_ng.train.session). Not with PyTorch: its freeze
+    # scripts the model with TorchScript, which fails in the process that trained DPA-3 (SiLUT)
+    one_process: bool = False
 
     @property
     def model(self) -> str:
@@ -50,7 +57,7 @@ class Backend:
 BACKENDS: dict[str, Backend] = {
     "tensorflow": Backend("tensorflow", "--tf", ".pb",
                           (f"{CKPT}.index", f"{CKPT}.meta", f"{CKPT}.data-00000-of-00001"), ".pb",
-                          "TensorFlow"),
+                          "TensorFlow", one_process=True),
     "pytorch": Backend("pytorch", "--pt", ".pth", (f"{CKPT}.pt",), ".pt", "PyTorch"),
 }
 
@@ -100,24 +107,48 @@ def apply_activation(jinput: dict[str, Any], pair: tuple[str, str]) -> None:
 
 
 def command(dp: str, backend: Backend, init_flag: str = "", compress: bool = False,
-            from_scratch: bool = False) -> str:
+            from_scratch: bool = False, session: str | None = None) -> str:
     """Train, then freeze (then compress). A task run again after its job was killed continues
     from the checkpoint the killed attempt left (``dp train --restart``, DP-GEN's behaviour) and
     notes that checkpoint in ``resumed_from``; with ``from_scratch`` it starts over instead, which
     reproduces the uninterrupted model exactly (DeePMD-kit does not restore its data-sampling
-    state on a restart)."""
-    dpb = f"{dp} {backend.flag}"
-    fresh = f": > {RESUMED}; {dpb} train {INPUT}{init_flag}"
-    if from_scratch:
-        train = f"rm -f {CKPT}* checkpoint lcurve.out; {fresh}"
-    else:
-        probe = backend.ckpt_files[0]
-        train = (f"if [ -f {probe} ]; then basename \"$(readlink {probe} || echo {probe})\" >> {RESUMED}; "
-                 f"{dpb} train {INPUT} --restart {CKPT}; else {fresh}; fi")
-    out = f"{train} && {dpb} freeze -o {backend.model}"
+    state on a restart). With ``session`` (a Python with DeePMD-kit and dpgen_ng), the steps run
+    in one process (:mod:`dpgen_ng.train.session`) instead of one ``dp`` each."""
+
+    def run(*steps: str) -> str:
+        if session is not None:
+            quoted = " ".join(shlex.quote(s) for s in steps)
+            return f"{shlex.quote(session)} -m dpgen_ng.train.session {backend.flag} {quoted}"
+        return " && ".join(f"{dp} {backend.flag} {s}" for s in steps)
+
+    after = [f"freeze -o {backend.model}"]
     if compress:
-        out += f" && {dpb} compress -i {backend.model} -o {backend.compressed}"
-    return out
+        after.append(f"compress -i {backend.model} -o {backend.compressed}")
+    fresh = f": > {RESUMED}; {run(f'train {INPUT}{init_flag}', *after)}"
+    if from_scratch:
+        return f"rm -f {CKPT}* checkpoint lcurve.out; {fresh}"
+    probe = backend.ckpt_files[0]
+    return (f"if [ -f {probe} ]; then basename \"$(readlink {probe} || echo {probe})\" >> {RESUMED}; "
+            f"{run(f'train {INPUT} --restart {CKPT}', *after)}; else {fresh}; fi")
+
+
+def task_command(stage: StageMachine, backend: Backend, init_flag: str, compress: bool,
+                 from_scratch: bool) -> str:
+    """The shell command of a training task on the train stage's machine."""
+    session = session_python(stage.command, runs_here(stage.machine)) if backend.one_process else None
+    return command(stage.command, backend, init_flag, compress, from_scratch, session=session)
+
+
+def session_python(dp: str, runs_here: bool) -> str | None:
+    """The Python that runs a training task's steps in one process: ours, when the stage runs
+    here and its command is exactly the ``dp`` beside it (the venv's); else None."""
+    words = dp.split()
+    if not runs_here or len(words) != 1:
+        return None
+    found = shutil.which(words[0])
+    if found is None or Path(found).parent.resolve() != Path(sys.executable).parent.resolve():
+        return None
+    return sys.executable
 
 
 def resumed_steps(task_dir: Path) -> list[int]:

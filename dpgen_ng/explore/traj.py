@@ -1,0 +1,145 @@
+"""Chosen frames of a LAMMPS text dump, without reading the others.
+
+:class:`Dump` scans the file once for the lines that start a frame (``ITEM: TIMESTEP``) and keeps
+their byte offsets. Frames are then read by seeking to them, and parsed by dpdata's own
+``lammps/dump`` reader together with frame 0 (dpdata takes the atom types, their order and the
+element counts from the first frame it reads), so frame ``r`` is exactly
+``dpdata.System(dump, fmt="lammps/dump", type_map=...).sub_system([r])``. A last frame cut short
+(a run killed mid-write) is not counted, as dpdata leaves it out; row ``r`` is the ``r``-th
+``ITEM: TIMESTEP`` block of the file (dpdata would also drop an incomplete frame in the middle,
+which no single LAMMPS run writes, and number the later ones one less).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dpdata
+import numpy as np
+
+MARK = b"ITEM: TIMESTEP"
+BLOCK_BYTES = 1 << 22  # read at once while indexing
+
+
+def frame_offsets(path: Path, block_bytes: int = BLOCK_BYTES) -> np.ndarray:
+    """Byte offsets of the lines that start a frame (``ITEM: TIMESTEP`` after optional blanks),
+    then the size of the file."""
+    offsets: list[int] = []
+    base, carry = 0, b""  # file offset of carry; carry: the start of a line not read to its end
+    with Path(path).open("rb") as fh:
+        while chunk := fh.read(block_bytes):
+            buf = carry + chunk
+            cut = buf.rfind(b"\n") + 1
+            offsets += _marks(buf, cut, base)
+            carry, base = buf[cut:], base + cut
+    offsets += _marks(carry, len(carry), base)
+    return np.array([*offsets, base + len(carry)], dtype=np.int64)
+
+
+def _marks(buf: bytes, stop: int, base: int) -> list[int]:
+    """``base`` + the offsets of the lines of ``buf[:stop]`` that start a frame."""
+    found = []
+    at = buf.find(MARK, 0, stop)
+    while at >= 0:
+        line = buf.rfind(b"\n", 0, at) + 1
+        if not buf[line:at].strip(b" \t"):
+            found.append(base + line)
+        at = buf.find(MARK, at + len(MARK), stop)
+    return found
+
+
+class Dump:
+    """A LAMMPS text dump whose frames are read when asked for.
+
+    Besides :meth:`frames`, it answers the part of ``dpdata.System``'s interface that selection
+    uses on a trajectory: ``get_nframes()``, ``sub_system(rows)``, ``dump["coords"][rows]`` and
+    ``dump["cells"][rows]`` (those frames are read), and ``dump["atom_types"]`` (or any other
+    key: frame 0's, as dpdata's). The last batch of frames read is kept, so ``["cells"][r]`` then
+    ``["coords"][r]`` parse them once.
+    """
+
+    def __init__(self, path: Path, type_map: Sequence[str] | None = None) -> None:
+        self.path = Path(path)
+        self.type_map = None if type_map is None else list(type_map)
+        self._bounds = frame_offsets(self.path)
+        self._nframes = len(self._bounds) - 1
+        self._last: tuple[bytes, dpdata.System] | None = None
+        if self._nframes and not self._complete(self._nframes - 1):
+            self._nframes -= 1
+        self._first = self._read([0]) if self._nframes else None
+
+    def get_nframes(self) -> int:
+        return self._nframes
+
+    def frames(self, rows: Sequence[int] | np.ndarray) -> dpdata.System:
+        """The frames ``rows`` (in that order; repeats allowed) as one system."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= self._nframes):
+            raise IndexError(f"{self.path} has {self._nframes} frame(s), not frame {int(rows.max())}")
+        if self._first is None:
+            raise ValueError(f"{self.path}: no complete frame")
+        key = rows.tobytes()
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        if not rows.size:
+            return self._first.sub_system(rows)
+        unique, inverse = np.unique(rows, return_inverse=True)
+        system = self._read([0, *unique.tolist()])
+        if system.get_nframes() != unique.size + 1:
+            raise ValueError(f"{self.path}: a frame of {unique.tolist()} is incomplete")
+        out = system.sub_system(1 + inverse.reshape(-1))
+        self._last = (key, out)
+        return out
+
+    sub_system = frames
+
+    def __getitem__(self, key: str) -> Any:
+        if self._first is None:
+            raise ValueError(f"{self.path}: no complete frame")
+        if key in ("coords", "cells"):
+            return FrameArray(self, key, self._first[key].shape[1:], self._first[key].dtype)
+        return self._first[key]
+
+    def _read(self, rows: Sequence[int]) -> dpdata.System:
+        """These frames of the file (no check), parsed by dpdata."""
+        pieces = []
+        with self.path.open("rb") as fh:
+            for r in rows:
+                fh.seek(int(self._bounds[r]))
+                piece = fh.read(int(self._bounds[r + 1] - self._bounds[r]))
+                pieces.append(piece if piece.endswith(b"\n") else piece + b"\n")
+        text = io.StringIO(b"".join(pieces).decode(), newline=None)
+        return dpdata.System(text, fmt="lammps/dump", type_map=self.type_map)
+
+    def _complete(self, row: int) -> bool:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # dpdata warns about the incomplete frame it drops
+            try:
+                return self._read([row]).get_nframes() == 1
+            except (RuntimeError, ValueError, IndexError):  # dpdata: "no complete frame found", …
+                return False
+
+
+class FrameArray:
+    """``dump["coords"]`` or ``dump["cells"]``: indexing it reads those frames only."""
+
+    def __init__(self, dump: Dump, key: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        self.dump, self.key, self.shape1, self.dtype = dump, key, shape, dtype
+
+    def __len__(self) -> int:
+        return self.dump.get_nframes()
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        rows = np.arange(len(self))[index]
+        if not rows.size:
+            return np.zeros((*rows.shape, *self.shape1), dtype=self.dtype)
+        values = self.dump.frames(rows.reshape(-1))[self.key]
+        return values.reshape(*rows.shape, *self.shape1)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """Every frame (the whole trajectory is read)."""
+        return np.asarray(self[:], dtype=dtype)
