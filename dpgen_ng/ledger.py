@@ -72,6 +72,7 @@ class BatchRow:
     batch_id: int
     submission_hash: str
     task_ids: tuple[str, ...]
+    created: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -197,11 +198,18 @@ class Ledger:
 
     def open_batches(self, iteration: int, stage: str, work_base: str) -> list[BatchRow]:
         rows = self._db.execute(
-            "SELECT batch_id, submission_hash, task_ids FROM batches WHERE iteration = ? AND stage = ? "
-            "AND work_base = ? AND state = 'open' ORDER BY batch_id",
+            "SELECT batch_id, submission_hash, task_ids, created FROM batches WHERE iteration = ? "
+            "AND stage = ? AND work_base = ? AND state = 'open' ORDER BY batch_id",
             (iteration, stage, work_base),
         ).fetchall()
-        return [BatchRow(r[0], r[1], tuple(json.loads(r[2]))) for r in rows]
+        return [BatchRow(r[0], r[1], tuple(json.loads(r[2])), r[3]) for r in rows]
+
+    def job_ids(self, task_ids: Iterable[str], since: float) -> dict[str, str]:
+        """The job id recorded for each of these tasks by an update at or after ``since``."""
+        rows = self._db.execute(
+            "SELECT task_id, job_id FROM tasks WHERE job_id IS NOT NULL AND updated >= ? "
+            "AND task_id IN (SELECT value FROM json_each(?))", (since, json.dumps(list(task_ids))))
+        return dict(rows.fetchall())
 
     def close_batch(self, batch_id: int, state: str = "done") -> None:
         with self._db:

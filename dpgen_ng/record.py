@@ -20,6 +20,12 @@ STEPS = (
 )
 STAGE_DIRS = ("00.train", "01.model_devi", "02.fp")
 RECORD_NAME = "record.dpgen"
+# the files a stage leaves in its directory (named here so that `dpgen status` reads them without
+# importing the stages)
+MANIFEST = "tasks.json"
+RESUMED_FILE = "resumed.json"  # 00.train: models restarted from a checkpoint, with its steps
+SELECTION_FILE = "selection.json"  # 02.fp: counts per system, trust levels used, picked frames
+LABELS_FILE = "labels.json"  # 02.fp: labeled / failed (by kind) per task and per system
 
 
 def read_record(workdir: Path) -> tuple[int, int]:

@@ -10,8 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from dpgen_ng.ledger import LEDGER_PATH, Ledger
-from dpgen_ng.record import STAGE_DIRS, STEPS, iter_name, read_record
-from dpgen_ng.stages.context import LABELS_FILE, MANIFEST, RESUMED_FILE, SELECTION_FILE
+from dpgen_ng.record import (
+    LABELS_FILE,
+    MANIFEST,
+    RESUMED_FILE,
+    SELECTION_FILE,
+    STAGE_DIRS,
+    STEPS,
+    iter_name,
+    read_record,
+)
 from dpgen_ng.summary import IterationSummary, read_summary, validation_from_json
 from dpgen_ng.train.evaluate import VALIDATION_FILE
 

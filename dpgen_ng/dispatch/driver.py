@@ -16,6 +16,7 @@ from typing import Any
 
 from paramiko.ssh_exception import SSHException
 
+from dpgen_ng import failpoint
 from dpgen_ng.errors import StageError
 
 log = logging.getLogger("dpgen_ng.dispatch")
@@ -52,6 +53,7 @@ class Driver:
         ratio_unfinished: float = 0.0,
         reconnect_timeout: float = 1800.0,
         on_tick: Callable[[list[Batch]], None] | None = None,
+        recover: Callable[[Batch], None] | None = None,
     ) -> None:
         self.interval = interval
         self.on_submitted = on_submitted
@@ -59,7 +61,9 @@ class Driver:
         self.ratio_unfinished = ratio_unfinished
         self.reconnect_timeout = reconnect_timeout
         self.on_tick = on_tick
+        self.recover = recover  # fills job ids the recovery file lacks (from the ledger)
         self._batches: list[Batch] = []
+        self._submitted = 0  # jobs this driver submitted
 
     def _revive(self) -> None:
         """Reconnect SSH sessions whose link dropped (dpdispatcher only does so on some paths,
@@ -91,8 +95,8 @@ class Driver:
                 delay = min(2 * delay, 60.0)
                 self._revive()
 
-    def _report_jobs(self, batch: Batch) -> None:
-        for job in batch.submission.belonging_jobs:
+    def _report_jobs(self, batch: Batch, jobs: Any = None) -> None:
+        for job in batch.submission.belonging_jobs if jobs is None else jobs:
             if job.job_id and batch.job_ids.get(job.job_hash) != job.job_id:
                 batch.job_ids[job.job_hash] = job.job_id
                 self.on_submitted(batch, job)
@@ -102,6 +106,8 @@ class Driver:
 
         def start() -> None:
             sub.try_recover_from_json()
+            if self.recover is not None:
+                self.recover(batch)
             sub.update_submission_state()
             if not sub.check_all_finished():
                 sub.upload_jobs()
@@ -112,20 +118,38 @@ class Driver:
         self._report_jobs(batch)
 
     def _submit_each(self, batch: Batch) -> None:
-        """Submit (or resubmit) jobs one by one, recording each job id at once.
+        """Submit (or resubmit) jobs one by one, recording each job id in the ledger at once.
 
         dpdispatcher's own call submits every job and then writes its recovery file; a crash in
-        between leaves jobs nobody knows about, which a restart would submit again. Writing the
-        file (and the ledger) after each submission narrows that window to a single job.
+        between leaves jobs nobody knows about, which a restart would submit again. Here each new
+        job id reaches the ledger (``on_submitted``) as soon as it exists, and a restart takes the
+        ids its recovery file lacks from there (``recover``). The recovery file itself, which
+        grows with the number of tasks, is rewritten only when a job id changed, and during a
+        long round at most once per ten times its own writing time (once per round at least).
         """
         sub = batch.submission
+        dirty, next_write = False, 0.0
         for job in sub.belonging_jobs:
             before = job.job_id
             job.handle_unexpected_job_state(continue_on_failure=True)
             if job.job_id != before:
-                sub.submission_to_json()
-                self._report_jobs(batch)
+                self._report_jobs(batch, [job])
+                dirty = True
+                self._submitted += 1
+                failpoint.reach(f"after-submit:{self._submitted}")  # the resume tests' kill
+                if time.monotonic() >= next_write:
+                    next_write = self._write_json(sub)
+                    dirty = False
+        if dirty:
+            self._write_json(sub)
+
+    @staticmethod
+    def _write_json(sub: Any) -> float:
+        """Write dpdispatcher's recovery file; return when the next write is due."""
+        t0 = time.monotonic()
         sub.submission_to_json()
+        t1 = time.monotonic()
+        return t1 + max(1.0, 10 * (t1 - t0))
 
     def _poll(self, batch: Batch) -> None:
         sub = batch.submission

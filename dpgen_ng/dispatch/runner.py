@@ -247,6 +247,7 @@ class Dispatcher:
         # re-attach to batches a killed run left behind (same tasks → same submission hash)
         batches: list[Batch] = []
         covered: set[str] = set()
+        reattached: dict[int, float] = {}  # batch id -> when it was created
         for row in self.ledger.open_batches(run.iteration, run.stage, base_key):
             if not set(row.task_ids) <= by_id.keys():
                 log.warning("%s: the inputs of batch %d changed since it was submitted; its jobs are "
@@ -264,6 +265,7 @@ class Dispatcher:
                 continue
             log.info("%s: re-attaching to %d task(s) submitted earlier", run.stage, len(row.task_ids))
             batches.append(Batch(row.batch_id, sub))
+            reattached[row.batch_id] = row.created
             covered |= set(row.task_ids)
         rest = [run.ids[s.path] for s in pending if run.ids[s.path] not in covered]
         if rest:
@@ -279,11 +281,14 @@ class Dispatcher:
 
         def on_job_done(batch: Batch, job: Any) -> None:
             reason = getattr(job, "failure_reason", None)
-            for t in job.job_task_list:
-                if t.task_work_path in ours:
-                    if reason:
-                        run.reasons[t.task_work_path] = " ".join(str(reason).split())[:1000]
-                    self.ledger.update([run.settled(ours[t.task_work_path])])
+            mine = [t.task_work_path for t in job.job_task_list if t.task_work_path in ours]
+            if reason:
+                run.reasons.update((p, " ".join(str(reason).split())[:1000]) for p in mine)
+            self.ledger.update(run.settled(ours[p]) for p in mine)
+
+        def recover(batch: Batch) -> None:
+            if batch.batch_id in reattached:
+                _recover_job_ids(batch, run.ids, self.ledger, reattached[batch.batch_id])
 
         ratio = float((st.resources.get("strategy") or {}).get("ratio_unfinished", 0.0))
         if ratio and not run.allow_failures:
@@ -299,7 +304,8 @@ class Dispatcher:
             meter.update(len(run.specs) - len(running), running)
 
         try:
-            Driver(st.check_interval, on_submitted, on_job_done, ratio, on_tick=on_tick).drive(batches)
+            Driver(st.check_interval, on_submitted, on_job_done, ratio, on_tick=on_tick,
+                   recover=recover).drive(batches)
         except Interrupted as exc:
             self._settle(run.stage, batches, exc)
             raise
@@ -368,6 +374,25 @@ class Dispatcher:
         )
         sub.generate_jobs()
         return sub
+
+
+def _recover_job_ids(batch: Batch, ids: dict[str, str], ledger: Ledger, since: float) -> None:
+    """Give the jobs of a re-attached batch that dpdispatcher's recovery file left without a job
+    id (a kill came between a submission and the file's next write) the id the ledger recorded
+    for their tasks since the batch was made; dpdispatcher then asks the scheduler about that
+    job instead of submitting it again."""
+    lost = [job for job in batch.submission.belonging_jobs if not job.job_id]
+    if not lost:
+        return
+    known = ledger.job_ids((ids[t.task_work_path] for job in lost for t in job.job_task_list), since)
+    found = 0
+    for job in lost:
+        seen = {known.get(ids[t.task_work_path]) for t in job.job_task_list} - {None}
+        if len(seen) == 1:
+            job.job_id = seen.pop()
+            found += 1
+    if found:
+        log.info("%d job id(s) taken from the ledger", found)
 
 
 def _drop_placeholders(task_dir: Path) -> None:

@@ -68,9 +68,9 @@ class Dump:
         self._bounds = frame_offsets(self.path)
         self._nframes = len(self._bounds) - 1
         self._last: tuple[bytes, dpdata.System] | None = None
-        if self._nframes and not self._complete(self._nframes - 1):
-            self._nframes -= 1
-        self._first = self._read([0]) if self._nframes else None
+        self._first: dpdata.System | None = None
+        if self._nframes:
+            self._check_ends()
 
     def get_nframes(self) -> int:
         return self._nframes
@@ -115,13 +115,28 @@ class Dump:
         text = io.StringIO(b"".join(pieces).decode(), newline=None)
         return dpdata.System(text, fmt="lammps/dump", type_map=self.type_map)
 
-    def _complete(self, row: int) -> bool:
+    def _check_ends(self) -> None:
+        """Read frame 0 and the last frame in one parse: a last frame dpdata drops is not counted.
+        Both are kept (frame 0 for the keys, the last frame as the last batch read: candidates
+        are often there)."""
+        last = self._nframes - 1
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # dpdata warns about the incomplete frame it drops
             try:
-                return self._read([row]).get_nframes() == 1
+                both = self._read([0, last] if last else [0])
             except (RuntimeError, ValueError, IndexError):  # dpdata: "no complete frame found", …
-                return False
+                both = None
+        got = 0 if both is None else both.get_nframes()
+        if got < (2 if last else 1):  # the last frame is cut short
+            self._nframes -= 1
+            if last > 1:
+                self._first = self._read([0])
+            elif got:
+                self._first = both
+            return
+        self._first = both.sub_system([0]) if last else both
+        if last:
+            self._last = (np.array([last], dtype=np.int64).tobytes(), both.sub_system([1]))
 
 
 class FrameArray:

@@ -13,15 +13,17 @@ from dpgen_ng.config.machine import MachineSettings
 from dpgen_ng.config.param import RunParams
 from dpgen_ng.dispatch import Dispatcher
 from dpgen_ng.errors import StageError
-from dpgen_ng.io import atomic_write_json
+from dpgen_ng.io import atomic_write_json, sync_filesystem
 from dpgen_ng.ledger import Ledger
-from dpgen_ng.record import STAGE_DIRS, iter_name
+from dpgen_ng.record import (  # noqa: F401 - the file names, where the stages look for them
+    LABELS_FILE,
+    MANIFEST,
+    RESUMED_FILE,
+    SELECTION_FILE,
+    STAGE_DIRS,
+    iter_name,
+)
 from dpgen_ng.rng import stage_rng
-
-MANIFEST = "tasks.json"
-RESUMED_FILE = "resumed.json"  # 00.train: models restarted from a checkpoint, with its steps
-SELECTION_FILE = "selection.json"  # 02.fp: counts per system, trust levels used, picked frames
-LABELS_FILE = "labels.json"  # 02.fp: labeled / failed (by kind) per task and per system
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,11 @@ class IterContext:
 
 
 def write_manifest(stage_dir: Path, tasks: list[dict[str, Any]], **extra: Any) -> None:
-    """The list of tasks a make step produced; run and post read it (never a directory glob)."""
+    """The list of tasks a make step produced; run and post read it (never a directory glob).
+
+    It is the make step's last write: the task files written before it without a sync of their
+    own are flushed to disk first, in one call."""
+    sync_filesystem(stage_dir)
     atomic_write_json(stage_dir / MANIFEST, {"tasks": tasks, **extra})
 
 

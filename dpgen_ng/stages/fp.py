@@ -132,7 +132,7 @@ def _write_tasks(fp_dir: Path, lab: Labeler, sys_idx: int, sel: SystemSelection,
         lab.write_inputs(frame, task_dir)
         step = int(fr.step[(fr.task == t) & (fr.row == r)][0])
         origin = {"sys_idx": sys_idx, "md_task": md_task, "step": step}
-        atomic_write_json(task_dir / "job.json", origin)
+        atomic_write_json(task_dir / "job.json", origin, sync=False)  # synced by write_manifest
         tasks.append({"path": name, **origin})
     return tasks
 

@@ -111,14 +111,16 @@ def make(ctx: IterContext) -> None:
                 system.remove_pbc()  # a box around the molecule with a vacuum margin (as DP-GEN)
             conf_file = md_dir / "confs" / f"{sys_idx:03d}.{c:04d}.lmp"
             system.to("lammps/lmp", str(conf_file))
+            conf_bytes = conf_file.read_bytes()
             for text, info in _task_inputs(ctx, job, slot, sys_idx, tuple(graphs), rng):
                 name = f"task.{sys_idx:03d}.{counter:06d}"
                 counter += 1
                 task_dir = md_dir / name
                 task_dir.mkdir(exist_ok=True)
-                atomic_write_bytes(task_dir / lammps.CONF, conf_file.read_bytes())
-                atomic_write_text(task_dir / lammps.INPUT, text)
-                atomic_write_json(task_dir / "job.json", {**info, "conf": str(conf)})
+                # flushed to disk together by write_manifest
+                atomic_write_bytes(task_dir / lammps.CONF, conf_bytes, sync=False)
+                atomic_write_text(task_dir / lammps.INPUT, text, sync=False)
+                atomic_write_json(task_dir / "job.json", {**info, "conf": str(conf)}, sync=False)
                 tasks.append({"path": name, "sys_idx": sys_idx, "conf": str(conf)})
     atomic_write_json(md_dir / "cur_job.json", {**job_json(job), "nsteps": slot.nsteps})
     write_manifest(md_dir, tasks, job=slot.job, repeat=slot.repeat, nsteps=slot.nsteps)
