@@ -10,7 +10,7 @@ DEMO_DIR   ?= demo-run
 PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all setup apt venv demo demo-cu test lint bench bench-data bench-training bench-selection clean
+.PHONY: all setup apt venv demo demo-cu test lint bench bench-data bench-training bench-selection bench-scale bench-remote clean
 
 all: test
 
@@ -56,8 +56,13 @@ test: setup
 lint: venv
 	$(VENV)/bin/ruff check dpgen_ng tests bench
 
+# issue 14's four figures (~8 min): one methane iteration, selection over 10^7 deviation rows,
+# our own time per task in a 2000 + 2000-task iteration, bytes brought back from an SSH machine
 bench: setup
 	$(PY) bench/iteration.py
+	$(PY) bench/selection.py
+	$(PY) bench/scale.py
+	$(PY) bench/remote.py
 
 bench-data: setup
 	$(PY) bench/data_efficiency.py
@@ -70,6 +75,14 @@ bench-training: setup
 # streaming one, time and peak memory (~1 min, most of it the former reader)
 bench-selection: setup
 	$(PY) bench/selection.py
+
+# 200 and 2000 MD + as many fp tasks with stand-in engines: our own ms per task, peak memory, status
+bench-scale: setup
+	$(PY) bench/scale.py
+
+# exploration on a loopback sshd: trajectory bytes kept there vs bytes brought back
+bench-remote: setup
+	$(PY) bench/remote.py
 
 clean:
 	rm -rf $(DEMO_DIR) build .pytest_cache .ruff_cache

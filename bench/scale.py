@@ -33,22 +33,24 @@ TEMPS = 20  # MD tasks per configuration
 FRAMES = ((0, 0.05), (10, 0.12), (20, 0.15))  # (step, max_devi_f): two candidates per task
 
 
-def _fixtures(work: Path) -> Path:
-    """The stand-in engines' outputs and the two scripts that copy them into the task dir."""
+def _fixtures(work: Path, frames: tuple[tuple[int, float], ...] = FRAMES, replicate: int = 1) -> Path:
+    """The stand-in engines' outputs and the two scripts that copy them into the task dir: the
+    frames' (step, max_devi_f), of CH4 (``replicate`` times along each axis)."""
     import dpdata
     import numpy as np
 
     fix = work / "fake"
     fix.mkdir()
     sys_ = dpdata.System(str(EXAMPLE / "CH4.POSCAR"), fmt="vasp/poscar", type_map=["H", "C"])
+    sys_ = sys_.replicate((replicate,) * 3)
     cell, coords, types = sys_["cells"][0], sys_["coords"][0], sys_["atom_types"]
     rows = ["#       step         max_devi_v         min_devi_v         avg_devi_v"
             "         max_devi_f         min_devi_f         avg_devi_f"]
     rows += [f"{s:12d} {0.01:18.6e} {0.0:18.6e} {0.005:18.6e} {f:18.6e} {0.0:18.6e} {f / 2:18.6e}"
-             for s, f in FRAMES]
+             for s, f in frames]
     (fix / "model_devi.out").write_text("\n".join(rows) + "\n")
     dump = []
-    for s, _ in FRAMES:
+    for s, _ in frames:
         dump += ["ITEM: TIMESTEP", str(s), "ITEM: NUMBER OF ATOMS", str(len(types)),
                  "ITEM: BOX BOUNDS pp pp pp", *(f"0.0 {cell[i, i]:.6f}" for i in range(3)),
                  "ITEM: ATOMS id type x y z fx fy fz"]
@@ -66,7 +68,8 @@ def _fixtures(work: Path) -> Path:
     return fix
 
 
-def _inputs(work: Path, n_tasks: int, group_size: int, fix: Path) -> tuple[dict, dict]:
+def _inputs(work: Path, n_tasks: int, group_size: int, fix: Path,
+            md_machine: dict | None = None) -> tuple[dict, dict]:
     confs = max(1, n_tasks // TEMPS)
     for c in range(confs):
         (work / "confs" / f"{c:04d}").mkdir(parents=True)
@@ -80,6 +83,8 @@ def _inputs(work: Path, n_tasks: int, group_size: int, fix: Path) -> tuple[dict,
     for stage in ("model_devi", "fp"):
         machine[stage]["command"] = str(fix / ("lmp" if stage == "model_devi" else "xtb"))
         machine[stage]["resources"]["group_size"] = group_size
+    if md_machine is not None:
+        machine["model_devi"]["machine"] = md_machine
     return raw, machine
 
 

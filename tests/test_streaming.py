@@ -28,10 +28,10 @@ from dpgen_ng.explore.devi import (
     read_model_devi,
 )
 from dpgen_ng.explore.traj import Dump, frame_offsets
+from dpgen_ng.explore.trajectories import Trajectories
 from dpgen_ng.ledger import Ledger
 from dpgen_ng.stages import model_devi
 from dpgen_ng.stages.context import IterContext, write_manifest
-from dpgen_ng.stages.fp import Trajectories
 
 HEADER = ("#       step         max_devi_v         min_devi_v         avg_devi_v"
           "         max_devi_f         min_devi_f         avg_devi_f\n")

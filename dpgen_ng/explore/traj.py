@@ -8,13 +8,16 @@ element counts from the first frame it reads), so frame ``r`` is exactly
 (a run killed mid-write) is not counted, as dpdata leaves it out; row ``r`` is the ``r``-th
 ``ITEM: TIMESTEP`` block of the file (dpdata would also drop an incomplete frame in the middle,
 which no single LAMMPS run writes, and number the later ones one less).
+
+The file may be elsewhere: given its offsets and a function that reads byte ranges, frames are
+read the same way (:mod:`dpgen_ng.explore.remote` reads them over SFTP).
 """
 
 from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ import numpy as np
 
 MARK = b"ITEM: TIMESTEP"
 BLOCK_BYTES = 1 << 22  # read at once while indexing
+RangeReader = Callable[[Sequence[tuple[int, int]]], list[bytes]]  # [start, end) ranges -> bytes
 
 
 def frame_offsets(path: Path, block_bytes: int = BLOCK_BYTES) -> np.ndarray:
@@ -62,10 +66,14 @@ class Dump:
     ``["coords"][r]`` parse them once.
     """
 
-    def __init__(self, path: Path, type_map: Sequence[str] | None = None) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path | str, type_map: Sequence[str] | None = None,
+                 read_ranges: RangeReader | None = None, bounds: np.ndarray | None = None) -> None:
+        """``path`` is read here; or, with ``read_ranges`` and ``bounds`` (the frame offsets and
+        the size, as :func:`frame_offsets` gives them), a file elsewhere (a remote machine)."""
+        self.path = path if read_ranges is not None else Path(path)
         self.type_map = None if type_map is None else list(type_map)
-        self._bounds = frame_offsets(self.path)
+        self._bounds = frame_offsets(Path(path)) if bounds is None else np.asarray(bounds, np.int64)
+        self._read_ranges = read_ranges or self._read_local
         self._nframes = len(self._bounds) - 1
         self._last: tuple[bytes, dpdata.System] | None = None
         self._first: dpdata.System | None = None
@@ -106,14 +114,18 @@ class Dump:
 
     def _read(self, rows: Sequence[int]) -> dpdata.System:
         """These frames of the file (no check), parsed by dpdata."""
-        pieces = []
-        with self.path.open("rb") as fh:
-            for r in rows:
-                fh.seek(int(self._bounds[r]))
-                piece = fh.read(int(self._bounds[r + 1] - self._bounds[r]))
-                pieces.append(piece if piece.endswith(b"\n") else piece + b"\n")
+        got = self._read_ranges([(int(self._bounds[r]), int(self._bounds[r + 1])) for r in rows])
+        pieces = [piece if piece.endswith(b"\n") else piece + b"\n" for piece in got]
         text = io.StringIO(b"".join(pieces).decode(), newline=None)
         return dpdata.System(text, fmt="lammps/dump", type_map=self.type_map)
+
+    def _read_local(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        out = []
+        with Path(self.path).open("rb") as fh:
+            for start, end in ranges:
+                fh.seek(start)
+                out.append(fh.read(end - start))
+        return out
 
     def _check_ends(self) -> None:
         """Read frame 0 and the last frame in one parse: a last frame dpdata drops is not counted.

@@ -16,7 +16,6 @@ import numpy as np
 
 from dpgen_ng.dispatch import TaskSpec
 from dpgen_ng.errors import StageError
-from dpgen_ng.explore import lammps
 from dpgen_ng.explore.filters import bad_box, min_distance_table, too_close
 from dpgen_ng.explore.pick import Candidates, Picker, picker
 from dpgen_ng.explore.select import (
@@ -29,7 +28,7 @@ from dpgen_ng.explore.select import (
     classify_adaptive,
     select_system,
 )
-from dpgen_ng.explore.traj import Dump
+from dpgen_ng.explore.trajectories import Trajectories
 from dpgen_ng.fp import Failure, Labeler, labeler_class
 from dpgen_ng.io import atomic_write_json, atomic_write_text, replace_dir
 from dpgen_ng.stages import model_devi
@@ -93,26 +92,6 @@ def classify_system(ctx: IterContext, job_index: int, sys_idx: int,
         return x if x is not None and np.isfinite(x) else None
 
     return codes, Trust(used.f_lo, f_hi, finite(used.v_lo), finite(v_hi), True)
-
-
-class Trajectories:
-    """The MD trajectories of this iteration's tasks: each indexed once (lazily), and only the
-    frames asked for are read (:class:`~dpgen_ng.explore.traj.Dump`)."""
-
-    def __init__(self, md_dir: Path, md_tasks: list[dict[str, Any]], type_map: tuple[str, ...]) -> None:
-        self.md_dir, self.md_tasks, self.type_map = md_dir, md_tasks, list(type_map)
-        self._cache: dict[int, Dump] = {}
-
-    def __call__(self, task: int) -> Dump:
-        if task not in self._cache:
-            traj = self.md_dir / self.md_tasks[task]["path"] / lammps.TRAJ
-            self._cache[task] = Dump(traj, self.type_map)
-        return self._cache[task]
-
-    def frame(self, task: int, row: int) -> dpdata.System | None:
-        """Frame ``row`` of a task's trajectory (None past its end: a truncated trajectory)."""
-        traj = self(task)
-        return traj.frames([row]) if row < traj.get_nframes() else None
 
 
 def _write_tasks(fp_dir: Path, lab: Labeler, sys_idx: int, sel: SystemSelection, fr: Frames,
@@ -235,7 +214,17 @@ def make(ctx: IterContext) -> None:
     fp_dir.mkdir(parents=True, exist_ok=True)
     md_tasks = read_manifest(md_dir)["tasks"]
     table = np.load(md_dir / model_devi.DEVI_TABLE)
-    trajs = Trajectories(md_dir, md_tasks, p.type_map)
+    trajs = Trajectories(md_dir, md_tasks, p.type_map, ctx.machines["model_devi"].machine)
+    try:
+        _make(ctx, slot, md_tasks, table, trajs)
+    finally:
+        trajs.close()
+
+
+def _make(ctx: IterContext, slot: Any, md_tasks: list[dict[str, Any]], table: Any,
+          trajs: Trajectories) -> None:
+    p = ctx.params
+    fp_dir = ctx.stage_dir(2)
     lab = labeler(ctx)
     strategy = picker(p.fp_pick)
     copies = _first_frame_copies(table, md_tasks)

@@ -18,7 +18,7 @@ from dpgen_ng.converge.schedule import Slot, next_slot
 from dpgen_ng.dispatch import TaskSpec, read_task_rc
 from dpgen_ng.dispatch.progress import Watch
 from dpgen_ng.errors import StageError, UserError
-from dpgen_ng.explore import lammps, template
+from dpgen_ng.explore import lammps, remote, template
 from dpgen_ng.explore.devi import DeviTable, force_over, iter_model_devi, last_frame_failed, rms_force
 from dpgen_ng.io import atomic_write_bytes, atomic_write_json, atomic_write_text, relink, tail
 from dpgen_ng.rng import draw_seed
@@ -138,9 +138,19 @@ def run(ctx: IterContext) -> None:
     names_input = any(tok in ("-i", "-in") for tok in base.split())
     cmd = f"{base} -log {lammps.LOG}" if names_input else f"{base} -in {lammps.INPUT} -log {lammps.LOG}"
     watch = Watch(lammps.DEVI, int(manifest["nsteps"])) if manifest.get("nsteps") else None
-    specs = [TaskSpec(t["path"], cmd, (lammps.CONF, lammps.INPUT),
-                      (lammps.DEVI, lammps.TRAJ, lammps.LOG), "lmp.out", "lmp.err", watch=watch)
-             for t in manifest["tasks"]]
+    machine = ctx.machines["model_devi"].machine
+    if remote.keeps_remote(machine, ctx.params.explore.f_avg_relative):
+        # the trajectories stay on the machine: only their frame index comes back
+        where = remote.keep_dir(machine, ctx.ledger, str(md_dir.relative_to(ctx.workdir)))
+        remote.write_location(md_dir, machine, where)
+        specs = [TaskSpec(t["path"], remote.keep_command(cmd, f"{where}/{t['path']}"),
+                          (lammps.CONF, lammps.INPUT), (lammps.DEVI, remote.INDEX, lammps.LOG),
+                          "lmp.out", "lmp.err", watch=watch) for t in manifest["tasks"]]
+    else:
+        (md_dir / remote.LOCATION_FILE).unlink(missing_ok=True)
+        specs = [TaskSpec(t["path"], cmd, (lammps.CONF, lammps.INPUT),
+                          (lammps.DEVI, lammps.TRAJ, lammps.LOG), "lmp.out", "lmp.err", watch=watch)
+                 for t in manifest["tasks"]]
     common = [ctx.params.backend.graph(k) for k in range(ctx.params.numb_models)]
     # An MD run that blows up (lost atoms, NaN) is signal, not an error: post keeps its frames,
     # and running it again would blow up the same way.
@@ -196,3 +206,14 @@ def clean_trajectories(ctx: IterContext, iteration: int) -> None:
         return
     for traj in md_dir.glob(f"task.*/{lammps.TRAJ}"):
         traj.unlink()
+    where = remote.read_location(md_dir)
+    if where is not None:  # kept on the MD machine: removed there
+        try:
+            link = remote.RemoteFiles(ctx.machines["model_devi"].machine)
+        except Exception as exc:  # noqa: BLE001 - cleaning must not stop the run
+            log.warning("could not reach the MD machine to remove %s: %s", where["dir"], exc)
+            return
+        try:
+            link.remove(where["dir"])
+        finally:
+            link.close()
