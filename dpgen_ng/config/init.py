@@ -102,15 +102,16 @@ class InitBulkParams:
         return out
 
 
-def init_fp_style(raw: dict[str, Any]) -> str:
-    """DP-GEN's ``init_fp_style``: any case, VASP when absent."""
+def init_fp_style(raw: dict[str, Any], not_yet: dict[str, str] = INIT_NOT_YET) -> str:
+    """DP-GEN's ``init_fp_style``: any case, VASP when absent; the engines in ``not_yet`` refused
+    saying why."""
     style = raw.get("init_fp_style", DEFAULT_INIT_FP_STYLE)
     if not isinstance(style, str):
         raise UserError(f"got {style!r}", "init_fp_style", "one of " + ", ".join(labeler_names()))
     style = style.lower()
-    if style in INIT_NOT_YET:
-        raise UserError(INIT_NOT_YET[style], "init_fp_style", "one of " + ", ".join(
-            n for n in labeler_names() if n not in INIT_NOT_YET))
+    if style in not_yet:
+        raise UserError(not_yet[style], "init_fp_style", "one of " + ", ".join(
+            n for n in labeler_names() if n not in not_yet))
     return style
 
 

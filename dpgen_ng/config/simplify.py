@@ -35,6 +35,7 @@ from dpgen_ng.config.fields import (
     key_statuses as fields_key_statuses,
 )
 from dpgen_ng.config.param import check_training_input
+from dpgen_ng.config.run_keys import drop_off_switches
 from dpgen_ng.data import expand_systems
 from dpgen_ng.errors import UserError
 from dpgen_ng.fp import labeler_class, labeler_keys, labeler_names, split_labeler_keys
@@ -326,8 +327,7 @@ def parse_simplify_params(raw: dict[str, Any], workdir: Path) -> SimplifyParams:
     """Validate a simplify param mapping (paths relative to ``workdir``); :class:`UserError` on the
     first problem."""
     style, fp_settings, rest, foreign = _fp(raw)
-    rest = {k: v for k, v in rest.items()
-            if not (k in OFF_VALUES and type(v) is type(OFF_VALUES[k]) and v == OFF_VALUES[k])}
+    rest = drop_off_switches(rest, OFF_VALUES)
     p = parse_section(rest, _FIELDS, "", UNSUPPORTED, foreign)
     masses = _check_types(p)
     if not p["labeled"] and style == NO_FP:
