@@ -10,6 +10,7 @@ over SSH takes the same path with the real LAMMPS. Labels come from the real xtb
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -138,3 +139,35 @@ def test_selection_on_the_ssh_machine_reads_only_the_picked_frames(sched, tmp_pa
     assert not Path(where["dir"]).exists()
     here.ledger.close()
     there.ledger.close()
+
+
+def test_the_index_written_where_the_md_ran_is_the_local_frame_index(tmp_path):
+    """keep_command's shell (grep -b, wc -c) gives the offsets and size frame_offsets reads here,
+    moves the trajectory and keeps LAMMPS' exit code."""
+    from dpgen_ng.explore.traj import frame_offsets
+    from tests.test_streaming import dump_text
+
+    task = tmp_path / "task"
+    task.mkdir()
+    text = dump_text(7, natoms=4, seed=3).replace("ITEM: TIMESTEP", "  ITEM: TIMESTEP", 1)
+    (task / lammps.TRAJ).write_text(text)
+    expected = frame_offsets(task / lammps.TRAJ)
+    command = remote.keep_command("sh -c 'exit 3'", str(tmp_path / "kept" / "task"))
+    rc = subprocess.run(["bash", "-c", f"( {command} )"], cwd=task).returncode
+    assert rc == 3
+    assert not (task / lammps.TRAJ).exists()
+    assert (tmp_path / "kept" / "task" / lammps.TRAJ).read_text() == text
+    assert remote.read_index(task / remote.INDEX).tolist() == expected.tolist()
+    assert len(expected) == 8
+
+
+def test_kept_trajectories_need_the_ssh_machine(tmp_path):
+    from dpgen_ng.errors import StageError
+    from dpgen_ng.explore.trajectories import Trajectories
+
+    (tmp_path / remote.LOCATION_FILE).write_text(json.dumps({"host": "login1", "dir": "/scratch/x"}))
+    (tmp_path / "task.000").mkdir()
+    (tmp_path / "task.000" / remote.INDEX).write_text("0\n10\n")
+    trajs = Trajectories(tmp_path, [{"path": "task.000"}], ("H", "C"), {"context_type": "LocalContext"})
+    with pytest.raises(StageError, match="kept on login1:/scratch/x .*no longer an SSH machine"):
+        trajs(0)

@@ -10,8 +10,16 @@ from typing import Any
 
 import dpdata
 
+from dpgen_ng.errors import StageError
 from dpgen_ng.explore import lammps
-from dpgen_ng.explore.remote import INDEX, RemoteFiles, read_index, read_location
+from dpgen_ng.explore.remote import (
+    INDEX,
+    LOCATION_FILE,
+    RemoteFiles,
+    keeps_remote,
+    read_index,
+    read_location,
+)
 from dpgen_ng.explore.traj import Dump
 
 log = logging.getLogger("dpgen_ng.explore")
@@ -39,12 +47,21 @@ class Trajectories:
                 self._cache[task] = Dump(self.md_dir / path / lammps.TRAJ, self.type_map)
             else:
                 if self._link is None:
-                    self._link = RemoteFiles(self._machine)
+                    self._link = self._connect()
                 remote = f"{self.location['dir']}/{path}/{lammps.TRAJ}"
                 bounds = read_index(self.md_dir / path / INDEX)
                 self._cache[task] = Dump(remote, self.type_map,
                                          functools.partial(self._link.read_ranges, remote), bounds)
         return self._cache[task]
+
+    def _connect(self) -> RemoteFiles:
+        loc = self.location or {}
+        if not keeps_remote(self._machine, need_whole=False):
+            raise StageError(
+                f"the trajectories of {self.md_dir} are kept on {loc.get('host')}:{loc.get('dir')} "
+                f"({LOCATION_FILE}), and the model_devi machine is no longer an SSH machine: give "
+                "it back its SSHContext and remote_profile to read them")
+        return RemoteFiles(self._machine)
 
     def frame(self, task: int, row: int) -> dpdata.System | None:
         """Frame ``row`` of a task's trajectory (None past its end: a truncated trajectory)."""
