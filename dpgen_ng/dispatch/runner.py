@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,29 +244,7 @@ class Dispatcher:
             return self._submission(run.work_base, [(by_id[t], t) for t in ids], common_files,
                                     retry_failures, user_files)
 
-        # re-attach to batches a killed run left behind (same tasks → same submission hash)
-        batches: list[Batch] = []
-        covered: set[str] = set()
-        reattached: dict[int, float] = {}  # batch id -> when it was created
-        for row in self.ledger.open_batches(run.iteration, run.stage, base_key):
-            if not set(row.task_ids) <= by_id.keys():
-                log.warning("%s: the inputs of batch %d changed since it was submitted; its jobs are "
-                            "not re-attached", run.stage, row.batch_id)
-                self.ledger.close_batch(row.batch_id, "abandoned")
-                continue
-            if not set(row.task_ids) & pending_ids:
-                self.ledger.close_batch(row.batch_id)
-                continue
-            sub = build(row.task_ids)
-            if sub.submission_hash != row.submission_hash:
-                log.warning("%s: the machine settings changed since batch %d was submitted; its "
-                            "unfinished tasks are submitted anew", run.stage, row.batch_id)
-                self.ledger.close_batch(row.batch_id, "abandoned")
-                continue
-            log.info("%s: re-attaching to %d task(s) submitted earlier", run.stage, len(row.task_ids))
-            batches.append(Batch(row.batch_id, sub))
-            reattached[row.batch_id] = row.created
-            covered |= set(row.task_ids)
+        batches, reattached, covered = self._reattach(run, base_key, pending_ids, build)
         rest = [run.ids[s.path] for s in pending if run.ids[s.path] not in covered]
         if rest:
             sub = build(rest)
@@ -313,6 +291,35 @@ class Dispatcher:
             meter.close()
         for batch in batches:
             self.ledger.close_batch(batch.batch_id)
+
+    def _reattach(self, run: _StageRun, base_key: str, pending_ids: set[str],
+                  build: Callable[[Sequence[str]], Any],
+                  ) -> tuple[list[Batch], dict[int, float], set[str]]:
+        """The batches a killed run left behind that can be re-attached (same tasks, same
+        submission hash), when each was created, and their task ids; the others are closed."""
+        batches: list[Batch] = []
+        covered: set[str] = set()
+        reattached: dict[int, float] = {}  # batch id -> when it was created
+        for row in self.ledger.open_batches(run.iteration, run.stage, base_key):
+            if not set(row.task_ids) <= set(run.ids.values()):
+                log.warning("%s: the inputs of batch %d changed since it was submitted; its jobs are "
+                            "not re-attached", run.stage, row.batch_id)
+                self.ledger.close_batch(row.batch_id, "abandoned")
+                continue
+            if not set(row.task_ids) & pending_ids:
+                self.ledger.close_batch(row.batch_id)
+                continue
+            sub = build(row.task_ids)
+            if sub.submission_hash != row.submission_hash:
+                log.warning("%s: the machine settings changed since batch %d was submitted; its "
+                            "unfinished tasks are submitted anew", run.stage, row.batch_id)
+                self.ledger.close_batch(row.batch_id, "abandoned")
+                continue
+            log.info("%s: re-attaching to %d task(s) submitted earlier", run.stage, len(row.task_ids))
+            batches.append(Batch(row.batch_id, sub))
+            reattached[row.batch_id] = row.created
+            covered |= set(row.task_ids)
+        return batches, reattached, covered
 
     def _settle(self, stage: str, batches: list[Batch], exc: Interrupted) -> None:
         """On SIGINT / SIGTERM: stop the jobs of a local Shell batch (their engines ignore the
