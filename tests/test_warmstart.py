@@ -175,3 +175,49 @@ def test_training_steps_in_one_process_when_the_venv_dp_runs_here(tmp_path, monk
                       "resources": {}}, "train", "train")
     assert "dpgen_ng.train.session" in deepmd.task_command(st, b, "", False, False)
     assert "dp --pt train" in deepmd.task_command(st, deepmd.BACKENDS["pytorch"], "", False, False)
+
+
+def test_dp_train_skip_neighbor_stat(tmp_path):
+    """DP-GEN's dp_train_skip_neighbor_stat: `--skip-neighbor-stat` on both train branches, and
+    compress then reads the statistics' data from the input (the model has none); refused with a
+    descriptor whose sel DeePMD-kit sets from those statistics."""
+    from dpgen_ng.errors import UserError
+
+    assert parse_run_params(param()).skip_neighbor_stat is False
+    assert parse_run_params(param(dp_train_skip_neighbor_stat=True)).skip_neighbor_stat is True
+    for sel in ("auto", "auto:1.1", None):
+        raw = param(dp_train_skip_neighbor_stat=True)
+        desc = raw["default_training_param"]["model"]["descriptor"]
+        if sel is None:
+            del desc["sel"]
+        else:
+            desc["sel"] = sel
+        with pytest.raises(UserError, match="sel.*'auto'.*dp_train_skip_neighbor_stat"):
+            parse_run_params(raw)
+    for b in deepmd.BACKENDS.values():
+        cmd = deepmd.command("dp", b, compress=True, skip_neighbor_stat=True)
+        assert f"train input.json --skip-neighbor-stat && dp {b.flag} freeze" in cmd
+        assert "--restart model.ckpt --skip-neighbor-stat" in cmd or \
+            f"--restart {deepmd.CKPT} --skip-neighbor-stat" in cmd
+        assert f"compress -i {b.model} -o {b.compressed} -t input.json" in cmd
+        assert "skip-neighbor-stat" not in deepmd.command("dp", b, compress=True)
+
+
+@pytest.mark.slow
+def test_skip_neighbor_stat_trains_freezes_and_compresses_for_real(tmp_path):
+    """A 20-step TensorFlow training with --skip-neighbor-stat, frozen and compressed in one Python:
+    DeePMD-kit computes no statistics, and compress takes them from the input's data."""
+    import sys
+
+    data = fake_deepmd(tmp_path / "data", nframes=4)
+    tparam = load_example("param-dpgen.json")["default_training_param"]
+    tparam["training"].update(numb_steps=20, disp_freq=10, save_freq=20,
+                              training_data={"systems": [str(data)], "batch_size": 1})
+    tparam["model"]["type_map"] = ["H", "C"]
+    (tmp_path / deepmd.INPUT).write_text(json.dumps(tparam))
+    b = deepmd.BACKENDS["tensorflow"]
+    cmd = deepmd.command("dp", b, compress=True, session=sys.executable, skip_neighbor_stat=True)
+    out = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / b.compressed).stat().st_size > 0
+    assert "Calculate neighbor statistics" not in out.stderr.split("finished training")[0]

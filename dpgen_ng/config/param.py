@@ -241,6 +241,8 @@ _FIELDS: dict[str, Field] = {
     "training_reuse_start_pref_f": Field(positive(as_float, strict=False), default=None),
     "training_reuse_decay_steps": Field(positive(as_int), default=None),
     "dp_compress": Field(as_bool, default=False),
+    "dp_train_skip_neighbor_stat": Field(as_bool, default=False,
+                                         doc="dp train --skip-neighbor-stat (needs every sel explicit)"),
     "training_resume": Field(one_of("checkpoint", "from_scratch"), default="checkpoint",
                              doc="a training killed mid-way: continue from its checkpoint "
                                  "(DP-GEN), or start it over (reproduces the uninterrupted model)"),
@@ -327,6 +329,7 @@ class RunParams:
     train_backend: str = "tensorflow"
     warm_start: WarmStart = field(default_factory=WarmStart)
     dp_compress: bool = False
+    skip_neighbor_stat: bool = False
     training_resume: str = "checkpoint"
     explore: ExploreOptions = field(default_factory=ExploreOptions)
 
@@ -494,6 +497,7 @@ def parse_run_params(raw: dict[str, Any]) -> RunParams:
         train_backend=p["train_backend"],
         warm_start=warm,
         dp_compress=p["dp_compress"],
+        skip_neighbor_stat=p["dp_train_skip_neighbor_stat"],
         training_resume=p["training_resume"],
         explore=explore_options(p),
     )
@@ -513,11 +517,26 @@ def _check_training(p: dict[str, Any]) -> tuple[dict[str, Any], WarmStart]:
     warm = _warm_start(p)
     check_combination(warm, p["numb_models"], backend, tparam["model"].get("descriptor", {}),
                       p["dp_compress"])
+    if p["dp_train_skip_neighbor_stat"] and _auto_sel(tparam["model"].get("descriptor", {})):
+        raise UserError("a descriptor 'sel' is 'auto', which DeePMD-kit sets from the neighbour "
+                        "statistics that dp_train_skip_neighbor_stat skips",
+                        "dp_train_skip_neighbor_stat", "false, or every sel given as numbers")
     tmap = tparam["model"].get("type_map")
     if tmap is not None and list(tmap) != list(p["type_map"]):
         raise UserError(f"type_map {tmap} differs from the top-level type_map {p['type_map']}",
                         "default_training_param.model.type_map", "the same list, or leave it out")
     return tparam, warm
+
+
+def _auto_sel(node: Any) -> bool:
+    """Whether a descriptor (or one inside it) leaves ``sel`` to DeePMD-kit ("auto", "auto:1.1",
+    or absent from an se_* descriptor, whose default is "auto")."""
+    if isinstance(node, list):
+        return any(_auto_sel(n) for n in node)
+    if not isinstance(node, dict):
+        return False
+    sel = node.get("sel", "auto" if str(node.get("type", "")).startswith("se_") else None)
+    return isinstance(sel, str) or any(_auto_sel(v) for v in node.values() if isinstance(v, (dict, list)))
 
 
 _REUSE_KEYS = ("training_reuse_old_ratio", "training_reuse_numb_steps", "training_reuse_start_lr",

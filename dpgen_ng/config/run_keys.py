@@ -26,7 +26,7 @@ UNSUPPORTED: dict[str, str] = {
     },
     **{
         k: "remove it; this training option comes in a later release"
-        for k in ("srtab_file_path", "one_h5", "dp_train_skip_neighbor_stat")
+        for k in ("srtab_file_path", "one_h5")
     },
     **{
         k: "remove it; this selection option comes in a later release"
@@ -50,7 +50,6 @@ DPGEN_FP_STYLES = {"amber/diff", "pwmat", "cpx", "custom"}
 OFF_VALUES: dict[str, Any] = {
     "cvasp": False, "model_devi_plumed": False, "model_devi_plumed_path": False, "use_clusters": False,
     "cluster_minify": False, "nopbc": False, "use_ele_temp": 0, "one_h5": False,
-    "dp_train_skip_neighbor_stat": False,
 }
 
 

@@ -213,7 +213,8 @@ def run(ctx: IterContext) -> None:
     p = ctx.params
     b = p.backend
     cmd = deepmd.task_command(ctx.machines["train"], b, manifest.get("init_flag", ""), p.dp_compress,
-                              from_scratch=p.training_resume == "from_scratch")
+                              from_scratch=p.training_resume == "from_scratch",
+                              skip_neighbor_stat=p.skip_neighbor_stat)
     old = manifest.get("old_files", {})
     specs = [TaskSpec(t, cmd, (deepmd.INPUT, *old.get(t, ())), b.backward(p.dp_compress), deepmd.LOG,
                       "train.err", watch=deepmd.watch(train_dir / t)) for t in manifest["tasks"]]

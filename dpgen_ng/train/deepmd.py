@@ -107,7 +107,8 @@ def apply_activation(jinput: dict[str, Any], pair: tuple[str, str]) -> None:
 
 
 def command(dp: str, backend: Backend, init_flag: str = "", compress: bool = False,
-            from_scratch: bool = False, session: str | None = None) -> str:
+            from_scratch: bool = False, session: str | None = None,
+            skip_neighbor_stat: bool = False) -> str:
     """Train, then freeze (then compress). A task run again after its job was killed continues
     from the checkpoint the killed attempt left (``dp train --restart``, DP-GEN's behaviour) and
     notes that checkpoint in ``resumed_from``; with ``from_scratch`` it starts over instead, which
@@ -121,22 +122,25 @@ def command(dp: str, backend: Backend, init_flag: str = "", compress: bool = Fal
             return f"{shlex.quote(session)} -m dpgen_ng.train.session {backend.flag} {quoted}"
         return " && ".join(f"{dp} {backend.flag} {s}" for s in steps)
 
+    skip = " --skip-neighbor-stat" if skip_neighbor_stat else ""
     after = [f"freeze -o {backend.model}"]
-    if compress:
-        after.append(f"compress -i {backend.model} -o {backend.compressed}")
-    fresh = f": > {RESUMED}; {run(f'train {INPUT}{init_flag}', *after)}"
+    if compress:  # without the statistics in the model, compress computes them from the input's data
+        after.append(f"compress -i {backend.model} -o {backend.compressed}"
+                     + (f" -t {INPUT}" if skip_neighbor_stat else ""))
+    fresh = f": > {RESUMED}; {run(f'train {INPUT}{init_flag}{skip}', *after)}"
     if from_scratch:
         return f"rm -f {CKPT}* checkpoint lcurve.out; {fresh}"
     probe = backend.ckpt_files[0]
     return (f"if [ -f {probe} ]; then basename \"$(readlink {probe} || echo {probe})\" >> {RESUMED}; "
-            f"{run(f'train {INPUT} --restart {CKPT}', *after)}; else {fresh}; fi")
+            f"{run(f'train {INPUT} --restart {CKPT}{skip}', *after)}; else {fresh}; fi")
 
 
 def task_command(stage: StageMachine, backend: Backend, init_flag: str, compress: bool,
-                 from_scratch: bool) -> str:
+                 from_scratch: bool, skip_neighbor_stat: bool = False) -> str:
     """The shell command of a training task on the train stage's machine."""
     session = session_python(stage.command, runs_here(stage.machine)) if backend.one_process else None
-    return command(stage.command, backend, init_flag, compress, from_scratch, session=session)
+    return command(stage.command, backend, init_flag, compress, from_scratch, session=session,
+                   skip_neighbor_stat=skip_neighbor_stat)
 
 
 def session_python(dp: str, runs_here: bool) -> str | None:
