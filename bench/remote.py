@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]
 
-from bench.scale import _fixtures, _inputs  # noqa: E402
+from bench.scale import fixtures, inputs  # noqa: E402
 
 INFRA = ROOT / "tests" / "infra"
 SENT = ("model_devi.out", "all.lammpstrj.index", "model_devi.log", "lmp.out", "lmp.err",
@@ -62,8 +62,8 @@ def _explore(work: Path, args: argparse.Namespace, md_machine: dict) -> tuple[in
 
     work.mkdir(parents=True)
     frames = tuple((10 * k, (0.05, 0.15, 0.3)[k % 3]) for k in range(args.frames))
-    fix = _fixtures(work, frames, replicate=3)
-    raw, raw_machine = _inputs(work, args.tasks, 20, fix, md_machine)
+    fix = fixtures(work, frames, replicate=3)
+    raw, raw_machine = inputs(work, args.tasks, 20, fix, md_machine)
     raw["fp_task_max"] = args.picks
     setup_logging(work)
     params, machines = parse_run_params(raw), parse_machine(raw_machine)

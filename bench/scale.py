@@ -33,7 +33,7 @@ TEMPS = 20  # MD tasks per configuration
 FRAMES = ((0, 0.05), (10, 0.12), (20, 0.15))  # (step, max_devi_f): two candidates per task
 
 
-def _fixtures(work: Path, frames: tuple[tuple[int, float], ...] = FRAMES, replicate: int = 1) -> Path:
+def fixtures(work: Path, frames: tuple[tuple[int, float], ...] = FRAMES, replicate: int = 1) -> Path:
     """The stand-in engines' outputs and the two scripts that copy them into the task dir: the
     frames' (step, max_devi_f), of CH4 (``replicate`` times along each axis)."""
     import dpdata
@@ -68,7 +68,7 @@ def _fixtures(work: Path, frames: tuple[tuple[int, float], ...] = FRAMES, replic
     return fix
 
 
-def _inputs(work: Path, n_tasks: int, group_size: int, fix: Path,
+def inputs(work: Path, n_tasks: int, group_size: int, fix: Path,
             md_machine: dict | None = None) -> tuple[dict, dict]:
     confs = max(1, n_tasks // TEMPS)
     for c in range(confs):
@@ -109,8 +109,8 @@ def one_size(work: Path, n_tasks: int, group_size: int) -> dict:
     from dpgen_ng.stages.context import IterContext
 
     work.mkdir(parents=True)
-    fix = _fixtures(work)
-    raw, raw_machine = _inputs(work, n_tasks, group_size, fix)
+    fix = fixtures(work)
+    raw, raw_machine = inputs(work, n_tasks, group_size, fix)
     setup_logging(work)
     params, machines = parse_run_params(raw), parse_machine(raw_machine)
     walls: dict[str, float] = {}
