@@ -158,7 +158,12 @@ def test_training_steps_in_one_process_when_the_venv_dp_runs_here(tmp_path, monk
     monkeypatch.setenv("PATH", f"{venv_bin}:/usr/bin:/bin")
     assert deepmd.session_python("dp", runs_here=True) == sys.executable
     assert deepmd.session_python("dp", runs_here=False) is None  # a cluster's own dp
-    assert deepmd.session_python("mpirun -n 2 dp", runs_here=True) is None
+    assert deepmd.session_python("mpirun -n 2 dp", runs_here=True) is None  # one dp per step, per rank
+    assert deepmd.session_python("/usr/bin/srun dp", runs_here=True) is None
+    # a wrapper stays in front of the Python
+    assert deepmd.session_python("nice -n 5 dp", runs_here=True) == f"nice -n 5 {sys.executable}"
+    assert deepmd.session_python("'/a b/counted' dp", runs_here=True) == f"'/a b/counted' {sys.executable}"
+    assert deepmd.session_python("nice /usr/bin/dp", runs_here=True) is None
     assert deepmd.session_python("/usr/bin/dp", runs_here=True) is None
     one = deepmd.command("dp", b, compress=True, session=sys.executable)
     assert (f"{sys.executable} -m dpgen_ng.train.session --tf 'train input.json' "

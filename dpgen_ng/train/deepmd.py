@@ -113,13 +113,14 @@ def command(dp: str, backend: Backend, init_flag: str = "", compress: bool = Fal
     from the checkpoint the killed attempt left (``dp train --restart``, DP-GEN's behaviour) and
     notes that checkpoint in ``resumed_from``; with ``from_scratch`` it starts over instead, which
     reproduces the uninterrupted model exactly (DeePMD-kit does not restore its data-sampling
-    state on a restart). With ``session`` (a Python with DeePMD-kit and dpgen_ng), the steps run
-    in one process (:mod:`dpgen_ng.train.session`) instead of one ``dp`` each."""
+    state on a restart). With ``session`` (shell words that start a Python with DeePMD-kit and
+    dpgen_ng, see :func:`session_python`), the steps run in one process
+    (:mod:`dpgen_ng.train.session`) instead of one ``dp`` each."""
 
     def run(*steps: str) -> str:
         if session is not None:
             quoted = " ".join(shlex.quote(s) for s in steps)
-            return f"{shlex.quote(session)} -m dpgen_ng.train.session {backend.flag} {quoted}"
+            return f"{session} -m dpgen_ng.train.session {backend.flag} {quoted}"
         return " && ".join(f"{dp} {backend.flag} {s}" for s in steps)
 
     skip = " --skip-neighbor-stat" if skip_neighbor_stat else ""
@@ -143,16 +144,25 @@ def task_command(stage: StageMachine, backend: Backend, init_flag: str, compress
                    skip_neighbor_stat=skip_neighbor_stat)
 
 
+# launchers that start several copies of the command: each step keeps its own dp under them
+LAUNCHERS = frozenset({"mpirun", "mpiexec", "srun", "horovodrun", "aprun", "jsrun", "ibrun"})
+
+
 def session_python(dp: str, runs_here: bool) -> str | None:
-    """The Python that runs a training task's steps in one process: ours, when the stage runs
-    here and its command is exactly the ``dp`` beside it (the venv's); else None."""
-    words = dp.split()
-    if not runs_here or len(words) != 1:
+    """The shell words that run a training task's steps in one process, or None. They are our
+    Python when the stage runs here and its command ends with the ``dp`` beside it (the venv's);
+    a wrapper in front of that ``dp`` (``nice``, ``env X=1``, a logging script) stays in front of
+    the Python. Under a parallel launcher (``mpirun``, ``srun``…) each step keeps its own ``dp``."""
+    try:
+        words = shlex.split(dp)
+    except ValueError:
         return None
-    found = shutil.which(words[0])
+    if not runs_here or not words or any(Path(w).name in LAUNCHERS for w in words[:-1]):
+        return None
+    found = shutil.which(words[-1])
     if found is None or Path(found).parent.resolve() != Path(sys.executable).parent.resolve():
         return None
-    return sys.executable
+    return shlex.join([*words[:-1], sys.executable])
 
 
 def resumed_steps(task_dir: Path) -> list[int]:
