@@ -8,6 +8,9 @@ STAMP      := $(VENV)/.installed
 APT_PKGS   := python3-venv xtb cp2k quantum-espresso quantum-espresso-data slurmctld slurmd slurm-client munge openssh-server procps chromium
 DEMO_DIR   ?= demo-run
 PYTEST_ARGS ?=
+# two pytest workers (pytest-xdist): many tests wait on a Python start-up or a poll while the other
+# core is idle; tests/conftest.py keeps each module, and everything on the test Slurm, on one worker
+TEST_WORKERS ?= 2
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: all setup apt venv demo demo-cu test lint bench bench-data bench-training bench-selection bench-scale bench-remote clean
@@ -51,7 +54,7 @@ demo-cu: setup
 
 test: setup
 	$(VENV)/bin/ruff check dpgen_ng tests bench
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check dpgen_ng tests bench

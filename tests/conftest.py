@@ -52,6 +52,15 @@ def methane_dir(tmp_path: Path) -> Path:
 
 
 INFRA = Path(__file__).resolve().parent / "infra"
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """For pytest-xdist's ``--dist loadgroup`` (``make test`` runs two workers): each module's
+    tests go to one worker, so a module-scoped run is made once; every test on the Slurm + sshd
+    of :func:`sched` goes to one worker, the only one that starts and stops them."""
+    for item in items:
+        group = "sched" if "sched" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 SCHED_DIR = Path(os.environ.get("DPGEN_NG_SCHED_DIR", "/tmp/dpgen_ng-sched"))
 
 
