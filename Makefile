@@ -9,7 +9,8 @@ APT_PKGS   := python3-venv xtb cp2k quantum-espresso quantum-espresso-data slurm
 DEMO_DIR   ?= demo-run
 PYTEST_ARGS ?=
 # two pytest workers (pytest-xdist): many tests wait on a Python start-up or a poll while the other
-# core is idle; tests/conftest.py keeps each module, and everything on the test Slurm, on one worker
+# core is idle. loadscope keeps each module on one worker (its module-scoped runs are made once);
+# the workers share the test Slurm + sshd (tests/conftest.py stops them when the last one leaves)
 TEST_WORKERS ?= 2
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -54,7 +55,7 @@ demo-cu: setup
 
 test: setup
 	$(VENV)/bin/ruff check dpgen_ng tests bench
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check dpgen_ng tests bench

@@ -3,6 +3,7 @@ installs them; running pytest from the venv puts the venv's bin first on PATH he
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -52,37 +53,48 @@ def methane_dir(tmp_path: Path) -> Path:
 
 
 INFRA = Path(__file__).resolve().parent / "infra"
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """For pytest-xdist's ``--dist loadgroup`` (``make test`` runs two workers): each module's
-    tests go to one worker, so a module-scoped run is made once; every test on the Slurm + sshd
-    of :func:`sched` goes to one worker, the only one that starts and stops them."""
-    for item in items:
-        group = "sched" if "sched" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 SCHED_DIR = Path(os.environ.get("DPGEN_NG_SCHED_DIR", "/tmp/dpgen_ng-sched"))
+
+
+def _sched_users(change: int, script: str) -> list[int]:
+    """Add (1) or remove (-1) this process among the users of the test Slurm + sshd and, under
+    the same lock, run ``script`` (up: always; down: once no live user is left). ``make test``
+    runs two pytest workers, each with its own session: the first to leave must not stop them
+    under the other, nor a suite under another suite on the same machine."""
+    import subprocess
+
+    SCHED_DIR.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, SCHED_DIR=str(SCHED_DIR), SSH_PORT="2222", SSH_USER="root")
+    with open(SCHED_DIR / "users.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = SCHED_DIR / "users"
+        users = {int(w) for w in path.read_text().split()} if path.exists() else set()
+        users = {pid for pid in users if pid != os.getpid() and Path(f"/proc/{pid}").exists()}
+        if change > 0:
+            users.add(os.getpid())
+        path.write_text(" ".join(map(str, sorted(users))))
+        run = change > 0 or not users
+        done = subprocess.run(["bash", str(INFRA / script)], env=env, capture_output=True, text=True,
+                              timeout=300) if run else None
+    if change > 0 and done is not None and done.returncode != 0:
+        pytest.fail("could not start Slurm + sshd:\n" + done.stdout[-2000:] + done.stderr[-2000:])
+    return sorted(users)
 
 
 @pytest.fixture(scope="session")
 def sched() -> dict:
     """A real single-node Slurm (munge, slurmctld, slurmd) and an sshd on 127.0.0.1:2222 with key
-    auth, brought up by tests/infra/slurm-sshd-up.sh (idempotent) and stopped at the end."""
+    auth, brought up by tests/infra/slurm-sshd-up.sh (idempotent) and stopped when the last
+    pytest process using them ends."""
     if shutil.which("slurmctld") is None or not Path("/usr/sbin/sshd").exists():
         pytest.skip("Slurm/sshd are not installed (make test installs them)")
-    env = dict(os.environ, SCHED_DIR=str(SCHED_DIR), SSH_PORT="2222", SSH_USER="root")
-    import subprocess
-
-    up = subprocess.run(["bash", str(INFRA / "slurm-sshd-up.sh")], env=env, capture_output=True, text=True,
-                        timeout=300)
-    if up.returncode != 0:
-        pytest.fail("could not start Slurm + sshd:\n" + up.stdout[-2000:] + up.stderr[-2000:])
+    _sched_users(1, "slurm-sshd-up.sh")
     values = {}
     for line in (SCHED_DIR / "env").read_text().splitlines():
         key, _, value = line.removeprefix("export ").partition("=")
         values[key] = value
     yield values
-    subprocess.run(["bash", str(INFRA / "slurm-sshd-down.sh")], env=env, capture_output=True, timeout=120)
+    _sched_users(-1, "slurm-sshd-down.sh")
 
 
 def fake_deepmd(path: Path, type_map: tuple[str, ...] = ("H", "C"), types: tuple[int, ...] = (1, 0, 0, 0, 0),
