@@ -56,7 +56,7 @@ INFRA = Path(__file__).resolve().parent / "infra"
 SCHED_DIR = Path(os.environ.get("DPGEN_NG_SCHED_DIR", "/tmp/dpgen_ng-sched"))
 
 
-def _sched_users(change: int, script: str) -> list[int]:
+def _sched_users(change: int, script: str) -> None:
     """Add (1) or remove (-1) this process among the users of the test Slurm + sshd and, under
     the same lock, run ``script`` (up: always; down: once no live user is left). ``make test``
     runs two pytest workers, each with its own session: the first to leave must not stop them
@@ -78,7 +78,6 @@ def _sched_users(change: int, script: str) -> list[int]:
                               timeout=300) if run else None
     if change > 0 and done is not None and done.returncode != 0:
         pytest.fail("could not start Slurm + sshd:\n" + done.stdout[-2000:] + done.stderr[-2000:])
-    return sorted(users)
 
 
 @pytest.fixture(scope="session")
