@@ -24,6 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+from dpgen_ng.errors import UserError
+from dpgen_ng.record import STEPS, read_record
+
 HERE = Path(__file__).resolve().parent
 OURS_ONLY = {"seed"}  # keys DP-GEN's strict check refuses (its seeds come from its own generator)
 LAST_STEP = {"train": 2, "explore": 5, "label": 8}  # record.dpgen step after which a stage is done
@@ -45,12 +48,13 @@ def dpgen_machine(raw: dict) -> dict:
     return machine
 
 
-def _done_steps(record: Path) -> set[int]:
+def _last_step(work: Path) -> int:
+    """Iteration 0's last finished step in DP-GEN's record.dpgen (our format, and our reader)."""
     try:
-        lines = record.read_text().split("\n")
-    except FileNotFoundError:
-        return set()
-    return {int(ln.split()[1]) for ln in lines[:-1] if ln.split()[:1] == ["0"]}
+        it, step = read_record(work)
+    except UserError:  # a line being written
+        return -1
+    return step if it == 0 else len(STEPS) - 1
 
 
 def run_dpgen(python: Path, init_dir: Path, work: Path, param: dict, machine: dict) -> dict[str, float]:
@@ -72,9 +76,9 @@ def run_dpgen(python: Path, init_dir: Path, work: Path, param: dict, machine: di
                 if proc.poll() is not None:
                     raise RuntimeError(f"DP-GEN stopped (rc {proc.returncode}) before iteration 0 "
                                        f"ended: see {work / 'dpgen.stdout'}")
-                done = _done_steps(work / "record.dpgen")
+                last = _last_step(work)
                 for stage, step in LAST_STEP.items():
-                    if step in done and stage not in ends:
+                    if last >= step and stage not in ends:
                         ends[stage] = time.time() - t0
                 time.sleep(0.05)
         finally:

@@ -4,7 +4,7 @@ DP-GEN 0.14 has no xtb style; its ``custom`` style writes each candidate as ``in
 deepmd/raw), runs the fp command in the task dir and reads ``labels/`` (deepmd/raw with labels;
 DP-GEN names the command's log ``output``).
 This runs the same xtb command line as dpgen_ng's xtb labeler with its default settings, and
-imports only numpy and our light xtb reader, so the per-task cost is xtb's.
+imports only numpy, ase.units and our light xtb reader, so the per-task cost is xtb's.
 
     python bench/dpgen_xtb.py          (in a DP-GEN fp task dir)
 """
@@ -17,12 +17,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from ase.units import Bohr, Hartree
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dpgen_ng.xtbio import METHOD_FLAGS, read_engrad  # noqa: E402
 
-HARTREE_EV = 27.211386024367243  # ase.units.Hartree (CODATA 2014), as dpgen_ng's parser uses
-BOHR_A = 0.5291772105638411  # ase.units.Bohr
 RAW = ("box.raw", "coord.raw", "type.raw", "type_map.raw", "nopbc")
 
 
@@ -45,8 +44,8 @@ def main() -> int:
     for name in RAW:
         if (src / name).exists():
             shutil.copy(src / name, out / name)
-    np.savetxt(out / "energy.raw", [energy * HARTREE_EV])
-    np.savetxt(out / "force.raw", (-grad * HARTREE_EV / BOHR_A).reshape(1, -1))
+    np.savetxt(out / "energy.raw", [energy * Hartree])
+    np.savetxt(out / "force.raw", (-grad * Hartree / Bohr).reshape(1, -1))
     return 0
 
 

@@ -74,7 +74,8 @@ def main() -> None:
                     help="Python of a venv with DP-GEN 0.14 installed: run it too (bench/dpgen_side.py)")
     args = ap.parse_args()
     work = args.keep or Path(tempfile.mkdtemp(prefix="dpgen-bench-"))
-    for old in (work, work.with_name(work.name + "-dpgen")):
+    dpgen_work = work.with_name(work.name + "-dpgen")  # DP-GEN's run, with --dpgen
+    for old in (work, dpgen_work):
         shutil.rmtree(old, ignore_errors=True)
     work.mkdir(parents=True)
     for f in EXAMPLE.iterdir():
@@ -122,8 +123,8 @@ def main() -> None:
     print(f"inside external programs     {ext_total:8.2f} s")
     print(f"engine overhead (the rest)   {overhead:8.2f} s = {100 * overhead / wall:.1f} % (target ≤ 2 %)")
     if args.dpgen:
-        dp = run_dpgen(args.dpgen, work / INIT_DIR, work.with_name(work.name + "-dpgen"), raw, raw_machine)
-        print(f"DP-GEN 0.14 in {work.name}-dpgen: train {dp['train']:.1f} s, explore {dp['explore']:.1f} s, "
+        dp = run_dpgen(args.dpgen, work / INIT_DIR, dpgen_work, raw, raw_machine)
+        print(f"DP-GEN 0.14 in {dpgen_work}: train {dp['train']:.1f} s, explore {dp['explore']:.1f} s, "
               f"label {dp['label']:.1f} s, iteration {dp['total']:.1f} s (measured now)")
         reference, how = dp["total"], "measured now"
     else:
@@ -133,7 +134,7 @@ def main() -> None:
           "(target ≤ 0.70x)")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(work.with_name(work.name + "-dpgen"), ignore_errors=True)
+        shutil.rmtree(dpgen_work, ignore_errors=True)
 
 
 if __name__ == "__main__":
